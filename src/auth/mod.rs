@@ -1,0 +1,3 @@
+//! Passwords (and, later, SASL).
+
+pub mod password;

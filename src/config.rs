@@ -1,0 +1,725 @@
+//! The TOML configuration: every key, its default, and errors that name the
+//! file, the key and what was expected.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::{Table, Value};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listen {
+    pub smtp: Vec<SocketAddr>,
+    pub submission: Vec<SocketAddr>,
+    pub submissions: Vec<SocketAddr>,
+    pub imap: Vec<SocketAddr>,
+    pub imaps: Vec<SocketAddr>,
+    pub pop3: Vec<SocketAddr>,
+    pub pop3s: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_message_size: u64,
+    pub max_recipients: usize,
+    pub max_commands: usize,
+    pub max_errors: usize,
+    pub max_line_length: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Auth {
+    pub allow_plaintext_on_loopback: bool,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub hash_concurrency: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    pub cache_size_mib: usize,
+    pub batch_max_messages: usize,
+    pub batch_max_bytes: u64,
+    pub quick_repair: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from (relative paths below are resolved against
+    /// `data_dir`).
+    pub file: PathBuf,
+    pub hostname: String,
+    pub domains: Vec<String>,
+    pub data_dir: PathBuf,
+    pub recipient_delimiter: Option<char>,
+    pub listen: Listen,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub limits: Limits,
+    pub auth: Auth,
+    pub store: StoreConfig,
+    pub log_level: String,
+}
+
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(
+                f,
+                "{}: key `{}`: {}",
+                self.file.display(),
+                self.key,
+                self.message
+            )
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Values `pimail init` writes into the template.
+pub struct InitValues<'a> {
+    pub hostname: &'a str,
+    pub domain: &'a str,
+    pub data_dir: &'a Path,
+    /// `Some(base)` for a dev instance on 127.0.0.1, base + standard port.
+    pub dev_port_base: Option<u16>,
+}
+
+/// The standard ports, in the order of [`Listen`]'s fields.
+pub const STANDARD_PORTS: [(&str, u16); 7] = [
+    ("smtp", 25),
+    ("submission", 587),
+    ("submissions", 465),
+    ("imap", 143),
+    ("imaps", 993),
+    ("pop3", 110),
+    ("pop3s", 995),
+];
+
+/// The commented config file `pimail init` writes: every key with its
+/// default. `Config::parse` of this text with no edits must give defaults
+/// (tested below).
+pub fn template(v: &InitValues) -> String {
+    let listen = |port: u16| match v.dev_port_base {
+        Some(base) => format!("[\"127.0.0.1:{}\"]", base as u32 + port as u32),
+        None => format!("[\"0.0.0.0:{port}\", \"[::]:{port}\"]"),
+    };
+    let mut listen_lines = String::new();
+    for (name, port) in STANDARD_PORTS {
+        listen_lines.push_str(&format!("{name} = {}\n", listen(port)));
+    }
+    let plaintext = v.dev_port_base.is_some();
+    format!(
+        r#"# pimail configuration. Every key is shown with its default; relative
+# paths are resolved against data_dir.
+
+# Name this server gives in its greeting, EHLO and Received: headers.
+hostname = "{hostname}"
+# Mail domains delivered locally. Mail for any other domain is relayed only
+# for authenticated users (never an open relay).
+domains = ["{domain}"]
+# Where the store, the TLS certificate and the control socket live.
+data_dir = "{data_dir}"
+# user+tag@domain is delivered to user@domain. "" turns it off.
+recipient_delimiter = "+"
+# Log level: error, warn, info, debug or trace (RUST_LOG overrides it).
+log_level = "info"
+
+[listen]
+# Addresses of each listener; an empty list turns a service off.
+# smtp: MX (25); submission: STARTTLS (587); submissions: implicit TLS (465);
+# imap (143) / imaps (993); pop3 (110) / pop3s (995).
+{listen_lines}
+[tls]
+# PEM certificate chain and private key. `pimail init` makes a self-signed
+# pair; replace them with real ones (SIGHUP reloads them).
+cert = "tls/cert.pem"
+key = "tls/key.pem"
+
+[limits]
+# Connections in all, and from one IP address.
+max_connections = 200
+max_connections_per_ip = 20
+# Largest message accepted, in bytes (advertised as SIZE).
+max_message_size = 26214400
+# Recipients of one message.
+max_recipients = 100
+# Commands in one session, and protocol errors before it is closed.
+max_commands = 1000
+max_errors = 10
+# Longest command line, in bytes including CRLF (RFC 5321 4.5.3.1.4: 512).
+max_line_length = 512
+# Seconds a client may stay silent between commands (RFC 5321 4.5.3.2.7: 5 min),
+# within DATA (4.5.3.2.5: 3 min), and during a TLS handshake.
+command_timeout = 300
+data_timeout = 180
+tls_handshake_timeout = 30
+# Seconds SIGTERM waits for transactions in flight before exiting.
+shutdown_grace = 30
+
+[auth]
+# Allow AUTH/LOGIN without TLS for clients on 127.0.0.0/8 and ::1.
+allow_plaintext_on_loopback = {plaintext}
+# Argon2id cost of stored password hashes: memory in KiB and passes. The
+# default (19 MiB, 2 passes: OWASP's minimum) suits a 512 MB board.
+argon2_memory_kib = 19456
+argon2_iterations = 2
+# Password hashes computed at once (each holds argon2_memory_kib).
+hash_concurrency = 1
+
+[store]
+path = "pimail.redb"
+# redb page cache in MiB.
+cache_size_mib = 32
+# One group commit takes at most this many messages / bytes.
+batch_max_messages = 64
+batch_max_bytes = 4194304
+# Save allocator state at every commit: a crash then needs no full-file
+# repair at the next start, at the cost of a second flush per commit.
+quick_repair = false
+"#,
+        hostname = v.hostname,
+        domain = v.domain,
+        data_dir = v.data_dir.display(),
+    )
+}
+
+/// Reads config keys, remembering which were used so unknown keys (typos)
+/// are reported instead of silently ignored.
+struct Reader<'a> {
+    file: &'a Path,
+}
+
+impl Reader<'_> {
+    fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn table<'t>(
+        &self,
+        root: &'t Table,
+        name: &str,
+        known: &[&str],
+    ) -> Result<Option<&'t Table>, ConfigError> {
+        match root.get(name) {
+            None => Ok(None),
+            Some(Value::Table(t)) => {
+                for k in t.keys() {
+                    if !known.contains(&k.as_str()) {
+                        return Err(self.err(
+                            &format!("{name}.{k}"),
+                            format!("unknown key (known: {})", known.join(", ")),
+                        ));
+                    }
+                }
+                Ok(Some(t))
+            }
+            Some(v) => Err(self.err(
+                name,
+                format!("expected a table [{name}], found {}", v.type_str()),
+            )),
+        }
+    }
+
+    fn string(
+        &self,
+        t: Option<&Table>,
+        key: &str,
+        path: &str,
+        default: &str,
+    ) -> Result<String, ConfigError> {
+        match t.and_then(|t| t.get(key)) {
+            None => Ok(default.to_string()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(v) => Err(self.err(path, format!("expected a string, found {}", v.type_str()))),
+        }
+    }
+
+    fn boolean(
+        &self,
+        t: Option<&Table>,
+        key: &str,
+        path: &str,
+        default: bool,
+    ) -> Result<bool, ConfigError> {
+        match t.and_then(|t| t.get(key)) {
+            None => Ok(default),
+            Some(Value::Boolean(b)) => Ok(*b),
+            Some(v) => Err(self.err(
+                path,
+                format!("expected true or false, found {}", v.type_str()),
+            )),
+        }
+    }
+
+    fn int(
+        &self,
+        t: Option<&Table>,
+        key: &str,
+        path: &str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ConfigError> {
+        match t.and_then(|t| t.get(key)) {
+            None => Ok(default),
+            Some(Value::Integer(i)) if *i >= min as i64 && (*i as u64) <= max => Ok(*i as u64),
+            Some(Value::Integer(i)) => Err(self.err(
+                path,
+                format!("expected an integer from {min} to {max}, found {i}"),
+            )),
+            Some(v) => Err(self.err(path, format!("expected an integer, found {}", v.type_str()))),
+        }
+    }
+
+    fn strings(
+        &self,
+        t: Option<&Table>,
+        key: &str,
+        path: &str,
+        default: &[String],
+    ) -> Result<Vec<String>, ConfigError> {
+        match t.and_then(|t| t.get(key)) {
+            None => Ok(default.to_vec()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    v => Err(self.err(
+                        path,
+                        format!("expected a list of strings, found a {} in it", v.type_str()),
+                    )),
+                })
+                .collect(),
+            Some(v) => Err(self.err(
+                path,
+                format!("expected a list of strings, found {}", v.type_str()),
+            )),
+        }
+    }
+
+    fn addrs(
+        &self,
+        t: Option<&Table>,
+        key: &str,
+        default: u16,
+    ) -> Result<Vec<SocketAddr>, ConfigError> {
+        let path = format!("listen.{key}");
+        let defaults = vec![format!("0.0.0.0:{default}"), format!("[::]:{default}")];
+        self.strings(t, key, &path, &defaults)?
+            .iter()
+            .map(|s| {
+                s.parse().map_err(|_| {
+                    self.err(&path, format!("expected \"IP:port\" (e.g. \"0.0.0.0:{default}\" or \"[::]:{default}\"), found {s:?}"))
+                })
+            })
+            .collect()
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(path, &text)
+    }
+
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let r = Reader { file };
+        let root: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| r.err("", e.to_string().trim_end().to_string()))?;
+        const TOP: &[&str] = &[
+            "hostname",
+            "domains",
+            "data_dir",
+            "recipient_delimiter",
+            "log_level",
+            "listen",
+            "tls",
+            "limits",
+            "auth",
+            "store",
+        ];
+        for k in root.keys() {
+            if !TOP.contains(&k.as_str()) {
+                return Err(r.err(k, format!("unknown key (known: {})", TOP.join(", "))));
+            }
+        }
+        let top = Some(&root);
+        let hostname = r.string(top, "hostname", "hostname", "")?;
+        if hostname.is_empty()
+            || !hostname
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return Err(r.err(
+                "hostname",
+                format!("expected a host name like \"mail.example.org\", found {hostname:?}"),
+            ));
+        }
+        let domains: Vec<String> = r
+            .strings(top, "domains", "domains", &[])?
+            .iter()
+            .map(|d| d.to_lowercase())
+            .collect();
+        if domains.is_empty() {
+            return Err(r.err(
+                "domains",
+                "expected at least one mail domain, like [\"example.org\"]",
+            ));
+        }
+        let data_dir = PathBuf::from(r.string(top, "data_dir", "data_dir", "/var/lib/pimail")?);
+        let delimiter = r.string(top, "recipient_delimiter", "recipient_delimiter", "+")?;
+        let recipient_delimiter = match delimiter.chars().count() {
+            0 => None,
+            1 => delimiter.chars().next(),
+            _ => {
+                return Err(r.err(
+                    "recipient_delimiter",
+                    format!("expected one character or \"\", found {delimiter:?}"),
+                ));
+            }
+        };
+        let log_level = r.string(top, "log_level", "log_level", "info")?;
+        if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
+            return Err(r.err(
+                "log_level",
+                format!("expected error, warn, info, debug or trace, found {log_level:?}"),
+            ));
+        }
+
+        let names: Vec<&str> = STANDARD_PORTS.iter().map(|(n, _)| *n).collect();
+        let l = r.table(&root, "listen", &names)?;
+        let port = |n: &str| {
+            STANDARD_PORTS
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, p)| *p)
+                .unwrap_or(0)
+        };
+        let listen = Listen {
+            smtp: r.addrs(l, "smtp", port("smtp"))?,
+            submission: r.addrs(l, "submission", port("submission"))?,
+            submissions: r.addrs(l, "submissions", port("submissions"))?,
+            imap: r.addrs(l, "imap", port("imap"))?,
+            imaps: r.addrs(l, "imaps", port("imaps"))?,
+            pop3: r.addrs(l, "pop3", port("pop3"))?,
+            pop3s: r.addrs(l, "pop3s", port("pop3s"))?,
+        };
+
+        let t = r.table(&root, "tls", &["cert", "key"])?;
+        let resolve = |p: String| {
+            let p = PathBuf::from(p);
+            if p.is_absolute() { p } else { data_dir.join(p) }
+        };
+        let tls_cert = resolve(r.string(t, "cert", "tls.cert", "tls/cert.pem")?);
+        let tls_key = resolve(r.string(t, "key", "tls.key", "tls/key.pem")?);
+
+        let t = r.table(
+            &root,
+            "limits",
+            &[
+                "max_connections",
+                "max_connections_per_ip",
+                "max_message_size",
+                "max_recipients",
+                "max_commands",
+                "max_errors",
+                "max_line_length",
+                "command_timeout",
+                "data_timeout",
+                "tls_handshake_timeout",
+                "shutdown_grace",
+            ],
+        )?;
+        let secs = |key: &str, default: u64| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_secs(r.int(
+                t,
+                key,
+                &format!("limits.{key}"),
+                default,
+                1,
+                86400,
+            )?))
+        };
+        let limits = Limits {
+            max_connections: r.int(
+                t,
+                "max_connections",
+                "limits.max_connections",
+                200,
+                1,
+                100_000,
+            )? as usize,
+            max_connections_per_ip: r.int(
+                t,
+                "max_connections_per_ip",
+                "limits.max_connections_per_ip",
+                20,
+                1,
+                100_000,
+            )? as usize,
+            max_message_size: r.int(
+                t,
+                "max_message_size",
+                "limits.max_message_size",
+                25 << 20,
+                1024,
+                1 << 32,
+            )?,
+            max_recipients: r.int(
+                t,
+                "max_recipients",
+                "limits.max_recipients",
+                100,
+                1,
+                100_000,
+            )? as usize,
+            max_commands: r.int(
+                t,
+                "max_commands",
+                "limits.max_commands",
+                1000,
+                10,
+                10_000_000,
+            )? as usize,
+            max_errors: r.int(t, "max_errors", "limits.max_errors", 10, 1, 10_000)? as usize,
+            // RFC 5321 4.5.3.1.4 needs 512; 64 KiB bounds the line buffer.
+            max_line_length: r.int(
+                t,
+                "max_line_length",
+                "limits.max_line_length",
+                512,
+                512,
+                65536,
+            )? as usize,
+            command_timeout: secs("command_timeout", 300)?,
+            data_timeout: secs("data_timeout", 180)?,
+            tls_handshake_timeout: secs("tls_handshake_timeout", 30)?,
+            shutdown_grace: secs("shutdown_grace", 30)?,
+        };
+
+        let t = r.table(
+            &root,
+            "auth",
+            &[
+                "allow_plaintext_on_loopback",
+                "argon2_memory_kib",
+                "argon2_iterations",
+                "hash_concurrency",
+            ],
+        )?;
+        let auth = Auth {
+            allow_plaintext_on_loopback: r.boolean(
+                t,
+                "allow_plaintext_on_loopback",
+                "auth.allow_plaintext_on_loopback",
+                false,
+            )?,
+            argon2_memory_kib: r.int(
+                t,
+                "argon2_memory_kib",
+                "auth.argon2_memory_kib",
+                19456,
+                1024,
+                1 << 22,
+            )? as u32,
+            argon2_iterations: r.int(t, "argon2_iterations", "auth.argon2_iterations", 2, 1, 100)?
+                as u32,
+            hash_concurrency: r.int(t, "hash_concurrency", "auth.hash_concurrency", 1, 1, 64)?
+                as usize,
+        };
+
+        let t = r.table(
+            &root,
+            "store",
+            &[
+                "path",
+                "cache_size_mib",
+                "batch_max_messages",
+                "batch_max_bytes",
+                "quick_repair",
+            ],
+        )?;
+        let store = StoreConfig {
+            path: resolve(r.string(t, "path", "store.path", "pimail.redb")?),
+            cache_size_mib: r.int(t, "cache_size_mib", "store.cache_size_mib", 32, 1, 1 << 20)?
+                as usize,
+            batch_max_messages: r.int(
+                t,
+                "batch_max_messages",
+                "store.batch_max_messages",
+                64,
+                1,
+                10_000,
+            )? as usize,
+            batch_max_bytes: r.int(
+                t,
+                "batch_max_bytes",
+                "store.batch_max_bytes",
+                4 << 20,
+                1024,
+                1 << 32,
+            )?,
+            quick_repair: r.boolean(t, "quick_repair", "store.quick_repair", false)?,
+        };
+
+        Ok(Config {
+            file: file.to_path_buf(),
+            hostname,
+            domains,
+            data_dir,
+            recipient_delimiter,
+            listen,
+            tls_cert,
+            tls_key,
+            limits,
+            auth,
+            store,
+            log_level,
+        })
+    }
+
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    pub fn control_socket(&self) -> PathBuf {
+        self.data_dir.join("control.sock")
+    }
+
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            cache_bytes: self.store.cache_size_mib << 20,
+            quick_repair: self.store.quick_repair,
+        }
+    }
+}
+
+/// The config file to use: `--config`, then `$PIMAIL_CONFIG`, then
+/// /etc/pimail/pimail.toml.
+pub fn config_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("PIMAIL_CONFIG") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from("/etc/pimail/pimail.toml"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(dev: Option<u16>) -> String {
+        template(&InitValues {
+            hostname: "mail.example.org",
+            domain: "example.org",
+            data_dir: Path::new("/var/lib/pimail"),
+            dev_port_base: dev,
+        })
+    }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("/etc/pimail/pimail.toml"), text)
+    }
+
+    #[test]
+    fn template_parses_to_the_defaults() {
+        let c = parse(&sample(None)).unwrap();
+        let minimal =
+            parse("hostname = \"mail.example.org\"\ndomains = [\"example.org\"]\n").unwrap();
+        assert_eq!(c, minimal, "template and built-in defaults disagree");
+        assert_eq!(
+            c.listen.smtp,
+            vec!["0.0.0.0:25".parse().unwrap(), "[::]:25".parse().unwrap()]
+        );
+        assert_eq!(c.tls_cert, PathBuf::from("/var/lib/pimail/tls/cert.pem"));
+        assert_eq!(c.limits.max_line_length, 512);
+        assert!(!c.auth.allow_plaintext_on_loopback);
+    }
+
+    #[test]
+    fn dev_template_binds_loopback_ports() {
+        let c = parse(&sample(Some(10000))).unwrap();
+        assert_eq!(c.listen.smtp, vec!["127.0.0.1:10025".parse().unwrap()]);
+        assert_eq!(c.listen.imaps, vec!["127.0.0.1:10993".parse().unwrap()]);
+        assert_eq!(c.listen.pop3s, vec!["127.0.0.1:10995".parse().unwrap()]);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_expectation() {
+        let base = "hostname = \"m.example.org\"\ndomains = [\"example.org\"]\n";
+        let cases = [
+            (
+                "[limits]\nmax_connections = \"many\"\n",
+                "limits.max_connections",
+                "expected an integer",
+            ),
+            (
+                "[limits]\nmax_line_length = 100\n",
+                "limits.max_line_length",
+                "from 512",
+            ),
+            (
+                "[listen]\nsmtp = [\"localhost\"]\n",
+                "listen.smtp",
+                "IP:port",
+            ),
+            (
+                "[limits]\nmax_conections = 5\n",
+                "limits.max_conections",
+                "unknown key",
+            ),
+            (
+                "[auth]\nallow_plaintext_on_loopback = 1\n",
+                "auth.allow_plaintext_on_loopback",
+                "true or false",
+            ),
+            (
+                "recipient_delimiter = \"++\"\n",
+                "recipient_delimiter",
+                "one character",
+            ),
+        ];
+        for (extra, key, expected) in cases {
+            let err = parse(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(err.starts_with("/etc/pimail/pimail.toml: key `"), "{err}");
+            assert!(err.contains(key), "{err} lacks {key}");
+            assert!(err.contains(expected), "{err} lacks {expected}");
+        }
+        let err = parse("domains = [\"example.org\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hostname"), "{err}");
+        let err = parse("hostname = \n").unwrap_err().to_string();
+        assert!(err.starts_with("/etc/pimail/pimail.toml: "), "{err}");
+    }
+}

@@ -1,0 +1,586 @@
+//! pimail: the whole mail server of a small ARM board, in one binary.
+
+#![forbid(unsafe_code)]
+
+use pimail::{admin, auth, config, server, store};
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use argh::FromArgs;
+
+use admin::Request;
+use config::Config;
+use store::{Store, StoreError};
+
+/// pimail: SMTP, IMAP and POP3 mail server for small boards, in one binary.
+#[derive(FromArgs)]
+struct Cli {
+    #[argh(subcommand)]
+    command: Command,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Init(InitArgs),
+    Serve(ServeArgs),
+    CheckConfig(CheckConfigArgs),
+    User(UserArgs),
+    Alias(AliasArgs),
+    Message(MessageArgs),
+}
+
+/// create a data directory: config file, store and a self-signed certificate
+#[derive(FromArgs)]
+#[argh(subcommand, name = "init")]
+struct InitArgs {
+    /// directory for the config, the store and the certificate
+    #[argh(option)]
+    data_dir: PathBuf,
+    /// the mail domain (e.g. example.org)
+    #[argh(option)]
+    domain: String,
+    /// this server's host name (default: mail.DOMAIN)
+    #[argh(option)]
+    hostname: Option<String>,
+    /// development instance: listen on 127.0.0.1 only, on port-base + the standard ports
+    #[argh(switch)]
+    dev: bool,
+    /// with --dev, added to the standard ports (default 10000: SMTP on 10025)
+    #[argh(option, default = "10000")]
+    port_base: u16,
+}
+
+/// run the server
+#[derive(FromArgs)]
+#[argh(subcommand, name = "serve")]
+struct ServeArgs {
+    /// config file (default: $PIMAIL_CONFIG, then /etc/pimail/pimail.toml)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// check the config file and report the first problem
+#[derive(FromArgs)]
+#[argh(subcommand, name = "check-config")]
+struct CheckConfigArgs {
+    /// config file (default: $PIMAIL_CONFIG, then /etc/pimail/pimail.toml)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// manage accounts
+#[derive(FromArgs)]
+#[argh(subcommand, name = "user")]
+struct UserArgs {
+    #[argh(subcommand)]
+    command: UserCommand,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum UserCommand {
+    Add(UserAdd),
+    Del(UserDel),
+    List(UserList),
+    Passwd(UserPasswd),
+}
+
+/// add an account (with INBOX, Sent, Drafts, Junk, Trash and Archive)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "add")]
+struct UserAdd {
+    /// the account's address, e.g. alice@example.org
+    #[argh(positional)]
+    address: String,
+    /// read the password from the first line of standard input instead of prompting
+    #[argh(switch)]
+    password_stdin: bool,
+    /// config file (default: $PIMAIL_CONFIG, then /etc/pimail/pimail.toml)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// delete an account and all its mail
+#[derive(FromArgs)]
+#[argh(subcommand, name = "del")]
+struct UserDel {
+    /// the account's address
+    #[argh(positional)]
+    address: String,
+    /// config file (default: $PIMAIL_CONFIG, then /etc/pimail/pimail.toml)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// list accounts
+#[derive(FromArgs)]
+#[argh(subcommand, name = "list")]
+struct UserList {
+    /// config file (default: $PIMAIL_CONFIG, then /etc/pimail/pimail.toml)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// change an account's password
+#[derive(FromArgs)]
+#[argh(subcommand, name = "passwd")]
+struct UserPasswd {
+    /// the account's address
+    #[argh(positional)]
+    address: String,
+    /// read the password from the first line of standard input instead of prompting
+    #[argh(switch)]
+    password_stdin: bool,
+    /// config file (default: $PIMAIL_CONFIG, then /etc/pimail/pimail.toml)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// manage aliases (ALIAS may be @domain: a catch-all)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "alias")]
+struct AliasArgs {
+    #[argh(subcommand)]
+    command: AliasCommand,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum AliasCommand {
+    Add(AliasAdd),
+    Del(AliasDel),
+    List(AliasList),
+}
+
+/// deliver mail for ALIAS to one or more local accounts
+#[derive(FromArgs)]
+#[argh(subcommand, name = "add")]
+struct AliasAdd {
+    /// the alias address, or @domain for a catch-all
+    #[argh(positional)]
+    alias: String,
+    /// local accounts that receive the mail
+    #[argh(positional)]
+    targets: Vec<String>,
+    /// config file (default: $PIMAIL_CONFIG, then /etc/pimail/pimail.toml)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// delete an alias
+#[derive(FromArgs)]
+#[argh(subcommand, name = "del")]
+struct AliasDel {
+    /// the alias address
+    #[argh(positional)]
+    alias: String,
+    /// config file (default: $PIMAIL_CONFIG, then /etc/pimail/pimail.toml)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// list aliases
+#[derive(FromArgs)]
+#[argh(subcommand, name = "list")]
+struct AliasList {
+    /// config file (default: $PIMAIL_CONFIG, then /etc/pimail/pimail.toml)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// inspect stored messages
+#[derive(FromArgs)]
+#[argh(subcommand, name = "message")]
+struct MessageArgs {
+    #[argh(subcommand)]
+    command: MessageCommand,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum MessageCommand {
+    List(MessageList),
+    Show(MessageShow),
+}
+
+/// list a mailbox's messages: UID, internal date, size, flags
+#[derive(FromArgs)]
+#[argh(subcommand, name = "list")]
+struct MessageList {
+    /// the account's address
+    #[argh(positional)]
+    address: String,
+    /// mailbox name (default INBOX)
+    #[argh(option, default = "String::from(\"INBOX\")")]
+    mailbox: String,
+    /// config file (default: $PIMAIL_CONFIG, then /etc/pimail/pimail.toml)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// print a stored message byte for byte
+#[derive(FromArgs)]
+#[argh(subcommand, name = "show")]
+struct MessageShow {
+    /// the account's address
+    #[argh(positional)]
+    address: String,
+    /// the message's UID (from `message list`)
+    #[argh(positional)]
+    uid: u32,
+    /// mailbox name (default INBOX)
+    #[argh(option, default = "String::from(\"INBOX\")")]
+    mailbox: String,
+    /// config file (default: $PIMAIL_CONFIG, then /etc/pimail/pimail.toml)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// A failure with the exit code it maps to: 2 for usage and config errors,
+/// 1 for everything else.
+struct Failure(u8, String);
+
+impl From<config::ConfigError> for Failure {
+    fn from(e: config::ConfigError) -> Self {
+        Failure(2, e.to_string())
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure(1, e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let name = Path::new(args.first().map(String::as_str).unwrap_or("pimail"))
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("pimail")
+        .to_string();
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let cli = match Cli::from_args(&[&name], &rest) {
+        Ok(cli) => cli,
+        Err(early) => {
+            return match early.status {
+                Ok(()) => {
+                    println!("{}", early.output);
+                    ExitCode::SUCCESS
+                }
+                Err(()) => {
+                    eprintln!("{}", early.output);
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, msg)) => {
+            eprintln!("pimail: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn load(flag: Option<&Path>) -> Result<Config, Failure> {
+    let path = config::config_path(flag);
+    Ok(Config::load(&path)?)
+}
+
+fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Init(a) => init(a),
+        Command::Serve(a) => {
+            let config = load(a.config.as_deref())?;
+            init_logging(&config.log_level);
+            server::serve(config).map_err(|e| Failure(1, e.to_string()))
+        }
+        Command::CheckConfig(a) => {
+            let config = load(a.config.as_deref())?;
+            for (what, path) in [("tls.cert", &config.tls_cert), ("tls.key", &config.tls_key)] {
+                if !path.exists() {
+                    return Err(Failure(
+                        2,
+                        format!(
+                            "{}: key `{what}`: file {} does not exist",
+                            config.file.display(),
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+            server::tls::server_config(&config.tls_cert, &config.tls_key).map_err(|e| {
+                Failure(
+                    2,
+                    format!("{}: key `tls.cert`/`tls.key`: {e}", config.file.display()),
+                )
+            })?;
+            println!("{}: ok", config.file.display());
+            Ok(())
+        }
+        Command::User(u) => match u.command {
+            UserCommand::Add(a) => {
+                let config = load(a.config.as_deref())?;
+                let address = store::ops::normalize_address(&a.address);
+                store::ops::validate_address(&address)?;
+                check_local(&config, &address)?;
+                let hash = hash_password(&config, a.password_stdin)?;
+                admin_request(&config, Request::UserAdd { address, hash })
+            }
+            UserCommand::Del(a) => {
+                let config = load(a.config.as_deref())?;
+                admin_request(
+                    &config,
+                    Request::UserDel {
+                        address: store::ops::normalize_address(&a.address),
+                    },
+                )
+            }
+            UserCommand::List(a) => admin_request(&load(a.config.as_deref())?, Request::UserList),
+            UserCommand::Passwd(a) => {
+                let config = load(a.config.as_deref())?;
+                let address = store::ops::normalize_address(&a.address);
+                let hash = hash_password(&config, a.password_stdin)?;
+                admin_request(&config, Request::UserPasswd { address, hash })
+            }
+        },
+        Command::Alias(a) => match a.command {
+            AliasCommand::Add(a) => {
+                let config = load(a.config.as_deref())?;
+                let alias = store::ops::normalize_address(&a.alias);
+                check_local(&config, &alias)?;
+                let targets = a
+                    .targets
+                    .iter()
+                    .map(|t| store::ops::normalize_address(t))
+                    .collect();
+                admin_request(&config, Request::AliasAdd { alias, targets })
+            }
+            AliasCommand::Del(a) => {
+                let config = load(a.config.as_deref())?;
+                admin_request(
+                    &config,
+                    Request::AliasDel {
+                        alias: store::ops::normalize_address(&a.alias),
+                    },
+                )
+            }
+            AliasCommand::List(a) => admin_request(&load(a.config.as_deref())?, Request::AliasList),
+        },
+        Command::Message(m) => match m.command {
+            MessageCommand::List(a) => {
+                let config = load(a.config.as_deref())?;
+                let address = store::ops::normalize_address(&a.address);
+                admin_request(
+                    &config,
+                    Request::MessageList {
+                        address,
+                        mailbox: a.mailbox,
+                    },
+                )
+            }
+            MessageCommand::Show(a) => {
+                let config = load(a.config.as_deref())?;
+                let address = store::ops::normalize_address(&a.address);
+                admin_request(
+                    &config,
+                    Request::MessageShow {
+                        address,
+                        mailbox: a.mailbox,
+                        uid: a.uid,
+                    },
+                )
+            }
+        },
+    }
+}
+
+/// Accounts and aliases must be in one of our domains.
+fn check_local(config: &Config, address: &str) -> Result<(), Failure> {
+    let domain = address
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or(address.trim_start_matches('@'));
+    if !config.is_local_domain(domain) {
+        return Err(Failure(
+            2,
+            format!(
+                "{address}: domain {domain} is not in `domains` of {} ({})",
+                config.file.display(),
+                config.domains.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs a request on the store file, or through the running server's
+/// control socket when the server holds the store.
+fn admin_request(config: &Config, req: Request) -> Result<(), Failure> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match Store::open(&config.store.path, config.store_options()) {
+        Ok(store) => admin::run_direct(&store, &req, &mut out)?,
+        Err(StoreError::InUse(_)) => server::control::request(config, &req, &mut out)
+            .map_err(|(code, msg)| Failure(code.clamp(1, 255) as u8, msg))?,
+        Err(e) => return Err(e.into()),
+    }
+    out.flush().map_err(|e| Failure(1, e.to_string()))
+}
+
+fn read_password(from_stdin: bool) -> Result<String, Failure> {
+    let password = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| Failure(1, format!("reading the password: {e}")))?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        let first = prompt_hidden("Password: ")?;
+        let second = prompt_hidden("Again: ")?;
+        if first != second {
+            return Err(Failure(1, "the passwords differ".into()));
+        }
+        first
+    };
+    if password.is_empty() {
+        return Err(Failure(2, "the password is empty".into()));
+    }
+    Ok(password)
+}
+
+/// Prompts on the terminal with echo off.
+fn prompt_hidden(prompt: &str) -> Result<String, Failure> {
+    use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+    use std::io::BufRead;
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|_| {
+            Failure(
+                2,
+                "no terminal to prompt for a password on; use --password-stdin".into(),
+            )
+        })?;
+    let saved = tcgetattr(&tty).map_err(|e| Failure(1, format!("terminal: {e}")))?;
+    let mut quiet = saved.clone();
+    quiet.local_flags.remove(LocalFlags::ECHO);
+    tcsetattr(&tty, SetArg::TCSANOW, &quiet).map_err(|e| Failure(1, format!("terminal: {e}")))?;
+    let mut w = &tty;
+    let _ = write!(w, "{prompt}");
+    let mut line = String::new();
+    let read = std::io::BufReader::new(&tty).read_line(&mut line);
+    let _ = tcsetattr(&tty, SetArg::TCSANOW, &saved);
+    let _ = writeln!(w);
+    read.map_err(|e| Failure(1, format!("terminal: {e}")))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn hash_password(config: &Config, from_stdin: bool) -> Result<String, Failure> {
+    let password = read_password(from_stdin)?;
+    auth::password::hash(
+        &password,
+        auth::password::HashCost {
+            memory_kib: config.auth.argon2_memory_kib,
+            iterations: config.auth.argon2_iterations,
+        },
+    )
+    .map_err(|e| Failure(1, e))
+}
+
+fn init(a: InitArgs) -> Result<(), Failure> {
+    let domain = a.domain.trim().to_lowercase();
+    if store::ops::validate_address(&format!("postmaster@{domain}")).is_err() {
+        return Err(Failure(
+            2,
+            format!(
+                "--domain: expected a domain like example.org, found {:?}",
+                a.domain
+            ),
+        ));
+    }
+    let hostname = a.hostname.unwrap_or_else(|| format!("mail.{domain}"));
+    std::fs::create_dir_all(&a.data_dir)
+        .map_err(|e| Failure(1, format!("{}: {e}", a.data_dir.display())))?;
+    let data_dir = a
+        .data_dir
+        .canonicalize()
+        .map_err(|e| Failure(1, format!("{}: {e}", a.data_dir.display())))?;
+    let config_file = data_dir.join("pimail.toml");
+    if config_file.exists() {
+        return Err(Failure(
+            1,
+            format!("{} exists; not overwriting it", config_file.display()),
+        ));
+    }
+    if a.dev && a.port_base > 65535 - 995 {
+        return Err(Failure(
+            2,
+            format!(
+                "--port-base: expected at most {}, found {}",
+                65535 - 995,
+                a.port_base
+            ),
+        ));
+    }
+    let text = config::template(&config::InitValues {
+        hostname: &hostname,
+        domain: &domain,
+        data_dir: &data_dir,
+        dev_port_base: a.dev.then_some(a.port_base),
+    });
+    let config = Config::parse(&config_file, &text)?;
+    let store = Store::create(&config.store.path, config.store_options())?;
+    drop(store);
+    if !config.tls_cert.exists() {
+        server::tls::generate_self_signed(&hostname, &config.tls_cert, &config.tls_key)
+            .map_err(|e| Failure(1, e))?;
+    }
+    std::fs::write(&config_file, text)
+        .map_err(|e| Failure(1, format!("{}: {e}", config_file.display())))?;
+    println!("wrote {}", config_file.display());
+    println!("created store {}", config.store.path.display());
+    println!(
+        "certificate {} (self-signed for {hostname})",
+        config.tls_cert.display()
+    );
+    if a.dev {
+        println!(
+            "dev instance: SMTP on 127.0.0.1:{}",
+            a.port_base as u32 + 25
+        );
+    }
+    println!(
+        "next: pimail user add postmaster@{domain} --config {}",
+        config_file.display()
+    );
+    Ok(())
+}
+
+/// Logs to stderr. Under journald (JOURNAL_STREAM set) lines carry a
+/// syslog priority prefix and no timestamp of our own.
+fn init_logging(level: &str) {
+    let mut builder = env_logger::Builder::new();
+    builder.parse_filters(level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.format(|buf, record| {
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(buf, "<{priority}>{}", record.args())
+        });
+    }
+    builder.init();
+}

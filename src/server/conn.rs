@@ -1,0 +1,241 @@
+//! A client connection: the byte stream (plain or TLS, upgradable by
+//! STARTTLS) and a fixed-capacity input buffer with hard line limits.
+
+use std::io;
+use std::net::TcpStream;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_io::{Async, Timer};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, future};
+use futures_rustls::TlsAcceptor;
+
+pub enum Stream {
+    Plain(Async<TcpStream>),
+    Tls(Box<futures_rustls::server::TlsStream<Async<TcpStream>>>),
+    /// Between taking the plain stream and finishing a TLS handshake, or
+    /// after a failed one.
+    Closed,
+}
+
+impl Stream {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// Runs the server side of a TLS handshake on a plain stream.
+    pub async fn start_tls(&mut self, acceptor: &TlsAcceptor, timeout: Duration) -> io::Result<()> {
+        let Stream::Plain(tcp) = std::mem::replace(self, Stream::Closed) else {
+            return Err(io::Error::other("TLS is already active"));
+        };
+        let tls = with_timeout(timeout, acceptor.accept(tcp)).await?;
+        *self = Stream::Tls(Box::new(tls));
+        Ok(())
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Closed => Poll::Ready(Ok(0)),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Closed => Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+            Stream::Closed => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Fails with `TimedOut` if `fut` takes longer than `limit`.
+pub async fn with_timeout<T>(
+    limit: Duration,
+    fut: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    future::or(fut, async {
+        Timer::after(limit).await;
+        Err(io::ErrorKind::TimedOut.into())
+    })
+    .await
+}
+
+/// What [`Input::read_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A line, without its CRLF (or bare LF), as a range of the buffer.
+    Complete(std::ops::Range<usize>),
+    /// A line longer than the limit; it was discarded up to and including
+    /// its LF without being buffered.
+    TooLong,
+    /// The peer closed the connection.
+    Eof,
+}
+
+/// A fixed-capacity input buffer: nothing a client sends can make it grow.
+pub struct Input {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl Input {
+    pub fn new(capacity: usize) -> Input {
+        Input {
+            buf: vec![0; capacity].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    pub fn get(&self, r: std::ops::Range<usize>) -> &[u8] {
+        &self.buf[r]
+    }
+
+    /// Forgets buffered input: after STARTTLS, anything the client sent in
+    /// the clear before the handshake must not be acted upon (RFC 3207 4.2,
+    /// the command-injection attack).
+    pub fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Reads more bytes after what is buffered; returns how many (0 at EOF).
+    pub async fn fill(&mut self, stream: &mut Stream) -> io::Result<usize> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            return Err(io::Error::other("input buffer full"));
+        }
+        let n = stream.read(&mut self.buf[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Reads one line of at most `max` bytes including its line ending.
+    pub async fn read_line(&mut self, stream: &mut Stream, max: usize) -> io::Result<Line> {
+        let max = max.min(self.buf.len());
+        let mut scanned = 0;
+        loop {
+            let avail = &self.buf[self.start..self.end];
+            if let Some(i) = avail[scanned..].iter().position(|&b| b == b'\n') {
+                let lf = self.start + scanned + i;
+                if lf + 1 - self.start > max {
+                    self.consume(lf + 1 - self.start);
+                    return Ok(Line::TooLong);
+                }
+                let mut line_end = lf;
+                if line_end > self.start && self.buf[line_end - 1] == b'\r' {
+                    line_end -= 1;
+                }
+                let range = self.start..line_end;
+                self.start = lf + 1;
+                return Ok(Line::Complete(range));
+            }
+            scanned = avail.len();
+            if scanned >= max {
+                // Over the limit: throw away what we have and everything up
+                // to the next LF, never holding more than the buffer.
+                self.clear();
+                loop {
+                    if self.fill(stream).await? == 0 {
+                        return Ok(Line::Eof);
+                    }
+                    if let Some(i) = self.buffered().iter().position(|&b| b == b'\n') {
+                        self.consume(i + 1);
+                        return Ok(Line::TooLong);
+                    }
+                    self.clear();
+                }
+            }
+            if self.fill(stream).await? == 0 {
+                return Ok(Line::Eof);
+            }
+        }
+    }
+}
+
+/// Buffered replies, flushed when the client has nothing more pipelined
+/// (RFC 2920 3.1: the server may batch replies while commands are queued).
+pub struct Output {
+    buf: Vec<u8>,
+}
+
+impl Output {
+    pub fn new() -> Output {
+        Output {
+            buf: Vec::with_capacity(256),
+        }
+    }
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+    pub async fn flush(&mut self, stream: &mut Stream, timeout: Duration) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        with_timeout(timeout, async {
+            stream.write_all(&self.buf).await?;
+            stream.flush().await
+        })
+        .await?;
+        self.buf.clear();
+        if self.buf.capacity() > 4096 {
+            self.buf.shrink_to(256);
+        }
+        Ok(())
+    }
+}
+
+impl Default for Output {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,334 @@
+//! The server core: one thread runs a `LocalExecutor` that drives every
+//! connection; the store writer and password hashing have threads of their
+//! own so that nothing here blocks.
+
+pub mod conn;
+pub mod control;
+pub mod tls;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_io::{Async, Timer};
+use futures_lite::{AsyncWriteExt, StreamExt, future};
+use futures_rustls::TlsAcceptor;
+use smol::LocalExecutor;
+
+use crate::config::Config;
+use crate::store::writer::{BatchLimits, Writer};
+use crate::store::{Store, StoreError};
+
+/// State shared by every task on the executor thread.
+pub struct Server {
+    config: RefCell<Rc<Config>>,
+    tls: RefCell<Option<TlsAcceptor>>,
+    pub store: Arc<Store>,
+    pub writer: Writer,
+    connections: Cell<usize>,
+    per_ip: RefCell<HashMap<IpAddr, usize>>,
+    /// Closed (never sent on) when the server begins to shut down: every
+    /// `recv()` then returns at once.
+    shutdown: async_channel::Receiver<()>,
+    shutdown_trigger: RefCell<Option<async_channel::Sender<()>>>,
+}
+
+impl Server {
+    pub fn config(&self) -> Rc<Config> {
+        self.config.borrow().clone()
+    }
+
+    pub fn tls(&self) -> Option<TlsAcceptor> {
+        self.tls.borrow().clone()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown_trigger.borrow().is_none()
+    }
+
+    /// Resolves when shutdown begins.
+    pub async fn shutting_down(&self) {
+        let _ = self.shutdown.recv().await;
+    }
+
+    fn begin_shutdown(&self) {
+        self.shutdown_trigger.borrow_mut().take();
+    }
+
+    /// Counts a new connection, or refuses it over the global or per-IP
+    /// limit.
+    pub fn admit(self: &Rc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+        let config = self.config();
+        if self.connections.get() >= config.limits.max_connections {
+            return None;
+        }
+        let mut per_ip = self.per_ip.borrow_mut();
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= config.limits.max_connections_per_ip {
+            return None;
+        }
+        *n += 1;
+        self.connections.set(self.connections.get() + 1);
+        Some(ConnectionSlot {
+            server: self.clone(),
+            ip,
+        })
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.get()
+    }
+
+    fn reload(&self) {
+        let path = self.config().file.clone();
+        match Config::load(&path) {
+            Ok(new) => {
+                match tls::server_config(&new.tls_cert, &new.tls_key) {
+                    Ok(c) => *self.tls.borrow_mut() = Some(TlsAcceptor::from(c)),
+                    Err(e) => {
+                        log::error!("reload: TLS not reloaded, keeping the old certificate: {e}")
+                    }
+                }
+                if new.listen != self.config().listen {
+                    log::warn!(
+                        "reload: listener addresses changed; they take effect at the next restart"
+                    );
+                }
+                *self.config.borrow_mut() = Rc::new(new);
+                log::info!("reloaded {}", path.display());
+            }
+            Err(e) => log::error!("reload failed, keeping the running config: {e}"),
+        }
+    }
+}
+
+/// A counted connection; dropping it frees the slot.
+pub struct ConnectionSlot {
+    server: Rc<Server>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let s = &self.server;
+        s.connections.set(s.connections.get().saturating_sub(1));
+        let mut per_ip = s.per_ip.borrow_mut();
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Binds a listening socket. IPv6 sockets are v6-only so that "0.0.0.0:25"
+/// and "[::]:25" can both be configured.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrStorage, setsockopt, sockopt,
+    };
+    let family = if addr.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let fd: OwnedFd =
+        nix::sys::socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    nix::sys::socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrStorage::from(addr),
+    )?;
+    nix::sys::socket::listen(
+        &fd,
+        nix::sys::socket::Backlog::new(256).unwrap_or(nix::sys::socket::Backlog::MAXCONN),
+    )?;
+    Ok(TcpListener::from(fd))
+}
+
+#[derive(Debug)]
+pub enum ServeError {
+    Store(StoreError),
+    Tls(String),
+    Bind(SocketAddr, std::io::Error),
+    Io(String),
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::Store(e) => write!(f, "{e}"),
+            ServeError::Tls(e) => write!(f, "TLS: {e}"),
+            ServeError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
+            ServeError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Runs the server until SIGTERM or SIGINT.
+pub fn serve(config: Config) -> Result<(), ServeError> {
+    let store = Arc::new(
+        Store::open(&config.store.path, config.store_options()).map_err(ServeError::Store)?,
+    );
+    let tls = match tls::server_config(&config.tls_cert, &config.tls_key) {
+        Ok(c) => Some(TlsAcceptor::from(c)),
+        Err(e) => return Err(ServeError::Tls(e)),
+    };
+    let mut listeners = Vec::new();
+    for addr in &config.listen.smtp {
+        let l = bind(*addr).map_err(|e| ServeError::Bind(*addr, e))?;
+        listeners.push((
+            *addr,
+            Async::new(l).map_err(|e| ServeError::Bind(*addr, e))?,
+        ));
+    }
+    for (service, addrs) in [
+        ("submission", &config.listen.submission),
+        ("submissions", &config.listen.submissions),
+        ("imap", &config.listen.imap),
+        ("imaps", &config.listen.imaps),
+        ("pop3", &config.listen.pop3),
+        ("pop3s", &config.listen.pop3s),
+    ] {
+        if !addrs.is_empty() {
+            log::warn!("{service} is not implemented yet; not listening on {addrs:?}");
+        }
+    }
+    let control = control::bind(&config)
+        .map_err(|e| ServeError::Io(format!("{}: {e}", config.control_socket().display())))?;
+    let (writer, writer_thread) = Writer::start(
+        store.clone(),
+        BatchLimits {
+            max_messages: config.store.batch_max_messages,
+            max_bytes: config.store.batch_max_bytes,
+        },
+    );
+    let mut signals = async_signal::Signals::new([
+        async_signal::Signal::Term,
+        async_signal::Signal::Int,
+        async_signal::Signal::Hup,
+    ])
+    .map_err(|e| ServeError::Io(format!("installing signal handlers: {e}")))?;
+    let (trigger, shutdown) = async_channel::bounded(1);
+    let grace = config.limits.shutdown_grace;
+    let socket_path = config.control_socket();
+    let server = Rc::new(Server {
+        config: RefCell::new(Rc::new(config)),
+        tls: RefCell::new(tls),
+        store: store.clone(),
+        writer,
+        connections: Cell::new(0),
+        per_ip: RefCell::new(HashMap::new()),
+        shutdown,
+        shutdown_trigger: RefCell::new(Some(trigger)),
+    });
+
+    let ex = Rc::new(LocalExecutor::new());
+    async_io::block_on(ex.run(async {
+        for (addr, listener) in listeners {
+            log::info!("smtp listening on {addr}");
+            ex.spawn(accept_loop(
+                ex.clone(),
+                server.clone(),
+                listener,
+                Service::Smtp,
+            ))
+            .detach();
+        }
+        ex.spawn(control::serve(ex.clone(), server.clone(), control))
+            .detach();
+        crate::systemd::notify_ready();
+        log::info!("pimail ready (pid {})", std::process::id());
+        while let Some(sig) = signals.next().await {
+            match sig {
+                Ok(async_signal::Signal::Hup) => server.reload(),
+                Ok(_) => break,
+                Err(e) => log::error!("signal: {e}"),
+            }
+        }
+        log::info!("shutting down: no new connections; waiting for sessions in progress");
+        crate::systemd::notify_stopping();
+        server.begin_shutdown();
+        let deadline = Instant::now() + grace;
+        while server.connections() > 0 && Instant::now() < deadline {
+            Timer::after(Duration::from_millis(20)).await;
+        }
+        if server.connections() > 0 {
+            log::warn!(
+                "{} sessions still open after the grace period; closing",
+                server.connections()
+            );
+        }
+    }));
+    let _ = std::fs::remove_file(&socket_path);
+    let stats = server.writer.stats.clone();
+    // Tasks still parked on the executor hold handles too, so close the
+    // queue explicitly: the writer finishes what is queued and exits.
+    server.writer.close();
+    let _ = writer_thread.join();
+    log::info!(
+        "stopped: {} commits, {} messages stored",
+        stats.commits.load(std::sync::atomic::Ordering::Relaxed),
+        stats.messages.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Service {
+    Smtp,
+}
+
+async fn accept_loop(
+    ex: Rc<LocalExecutor<'static>>,
+    server: Rc<Server>,
+    listener: Async<TcpListener>,
+    service: Service,
+) {
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            server.shutting_down().await;
+            None
+        })
+        .await;
+        let (stream, peer) = match accepted {
+            None => return,
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                // EMFILE and friends: back off instead of spinning.
+                log::warn!("accept: {e}");
+                Timer::after(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(slot) = server.admit(peer.ip()) else {
+            ex.spawn(refuse(stream)).detach();
+            continue;
+        };
+        let server = server.clone();
+        ex.spawn(async move {
+            let _slot = slot;
+            match service {
+                Service::Smtp => crate::smtp::session::run(server, stream, peer).await,
+            }
+        })
+        .detach();
+    }
+}
+
+async fn refuse(mut stream: Async<TcpStream>) {
+    let _ = conn::with_timeout(Duration::from_secs(5), async {
+        stream
+            .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
+            .await
+    })
+    .await;
+}

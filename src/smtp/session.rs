@@ -1,0 +1,588 @@
+//! One inbound SMTP session on the MX port (RFC 5321), with PIPELINING
+//! (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152), SMTPUTF8 (RFC 6531),
+//! ENHANCEDSTATUSCODES (RFC 2034), STARTTLS (RFC 3207) and CHUNKING
+//! (RFC 3030).
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::rc::Rc;
+
+use async_io::Async;
+use futures_lite::future;
+
+use super::command::{self, Address, Body, Command, Recipient};
+use super::data::{DotDecoder, LineEndingCheck};
+use super::spool::Spool;
+use crate::config::Config;
+use crate::server::Server;
+use crate::server::conn::{Input, Line, Output, Stream, with_timeout};
+use crate::store::ops::{self, Delivery, DeliveryTarget, Resolution};
+
+/// Input buffer per session: the longest command line fits, and DATA
+/// streams through it in pieces of this size.
+const INPUT_CAPACITY: usize = 4096;
+
+struct Transaction {
+    /// The reverse path as it goes into Return-Path ("" for `<>`).
+    from: String,
+    params: command::MailParams,
+    /// Accepted recipients: the address as given, and the local accounts
+    /// it resolved to.
+    rcpts: Vec<(String, Vec<String>)>,
+    /// BDAT content received so far, and whether a chunk failed.
+    bdat: Option<(Spool, LineEndingCheck)>,
+    bdat_failed: bool,
+}
+
+struct Session {
+    server: Rc<Server>,
+    config: Rc<Config>,
+    peer: SocketAddr,
+    stream: Stream,
+    input: Input,
+    out: Output,
+    helo: Option<String>,
+    esmtp: bool,
+    tx: Option<Transaction>,
+    commands: usize,
+    errors: usize,
+    id: String,
+}
+
+/// How a command leaves the session.
+enum Next {
+    Continue,
+    Close,
+}
+
+pub async fn run(server: Rc<Server>, tcp: Async<TcpStream>, peer: SocketAddr) {
+    let config = server.config();
+    let mut s = Session {
+        server,
+        input: Input::new(INPUT_CAPACITY.max(config.limits.max_line_length)),
+        config,
+        peer,
+        stream: Stream::Plain(tcp),
+        out: Output::new(),
+        helo: None,
+        esmtp: false,
+        tx: None,
+        commands: 0,
+        errors: 0,
+        id: session_id(),
+    };
+    log::debug!("smtp {} connect from {peer}", s.id);
+    if let Err(e) = s.run().await {
+        log::debug!("smtp {} {peer}: {e}", s.id);
+    }
+    let _ = s
+        .out
+        .flush(&mut s.stream, s.config.limits.command_timeout)
+        .await;
+    let _ = futures_lite::AsyncWriteExt::close(&mut s.stream).await;
+}
+
+fn session_id() -> String {
+    use std::cell::Cell;
+    thread_local!(static COUNTER: Cell<u32> = const { Cell::new(0) });
+    let n = COUNTER.with(|c| {
+        c.set(c.get().wrapping_add(1));
+        c.get()
+    });
+    let micros = chrono::Utc::now().timestamp_micros() as u64;
+    format!("{:x}{:04x}", micros & 0xffff_ffff_ffff, n & 0xffff)
+}
+
+impl Session {
+    fn reply(&mut self, text: &str) {
+        self.out.push(text.as_bytes());
+        self.out.push(b"\r\n");
+    }
+
+    fn error(&mut self, text: &str) {
+        self.errors += 1;
+        self.reply(text);
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        self.out
+            .flush(&mut self.stream, self.config.limits.command_timeout)
+            .await
+    }
+
+    async fn run(&mut self) -> io::Result<()> {
+        if self.server.is_shutting_down() {
+            self.reply("421 4.3.2 Service shutting down");
+            return Ok(());
+        }
+        let greeting = format!("220 {} ESMTP pimail", self.config.hostname);
+        self.reply(&greeting);
+        loop {
+            // Replies wait while the client has more commands pipelined.
+            if self.input.buffered().is_empty() {
+                self.flush().await?;
+            }
+            let max = self.config.limits.max_line_length;
+            let timeout = self.config.limits.command_timeout;
+            let server = self.server.clone();
+            let line = future::or(
+                async {
+                    Some(with_timeout(timeout, self.input.read_line(&mut self.stream, max)).await)
+                },
+                async {
+                    server.shutting_down().await;
+                    None
+                },
+            )
+            .await;
+            let line = match line {
+                None => {
+                    self.reply("421 4.3.2 Service shutting down");
+                    return Ok(());
+                }
+                Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                    // RFC 5321 4.5.3.2.7: the server may close an idle session.
+                    self.reply("421 4.4.2 Timeout waiting for a command; closing");
+                    return Ok(());
+                }
+                Some(Err(e)) => return Err(e),
+                Some(Ok(Line::Eof)) => return Ok(()),
+                Some(Ok(Line::TooLong)) => {
+                    // RFC 5321 4.5.3.1.4 and 4.2.2.
+                    self.error("500 5.5.2 Line too long");
+                    if self.too_many_errors() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Some(Ok(Line::Complete(range))) => range,
+            };
+            self.commands += 1;
+            if self.commands > self.config.limits.max_commands {
+                self.reply("421 4.7.0 Too many commands in one session; closing");
+                return Ok(());
+            }
+            let parsed = command::parse(self.input.get(line));
+            let next = match parsed {
+                Ok(cmd) => self.handle(cmd).await?,
+                Err(reject) => {
+                    self.error(&reject.to_string());
+                    Next::Continue
+                }
+            };
+            if matches!(next, Next::Close) || self.too_many_errors() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn too_many_errors(&mut self) -> bool {
+        if self.errors >= self.config.limits.max_errors {
+            self.reply("421 4.7.0 Too many errors; closing");
+            return true;
+        }
+        false
+    }
+
+    async fn handle(&mut self, cmd: Command) -> io::Result<Next> {
+        match cmd {
+            Command::Ehlo(domain) => self.ehlo(domain, true),
+            Command::Helo(domain) => self.ehlo(domain, false),
+            Command::Mail(from, params) => self.mail(from, params),
+            Command::Rcpt(rcpt) => self.rcpt(rcpt)?,
+            Command::Data => return self.data().await,
+            Command::Bdat { size, last } => return self.bdat(size, last).await,
+            Command::Rset => {
+                self.tx = None;
+                self.reply("250 2.0.0 Ok");
+            }
+            Command::Noop => self.reply("250 2.0.0 Ok"),
+            Command::Quit => {
+                self.reply("221 2.0.0 Bye");
+                return Ok(Next::Close);
+            }
+            // RFC 5321 3.5.3: 252 when we will not verify by policy.
+            Command::Vrfy => self.reply("252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery"),
+            Command::Expn => self.reply("502 5.5.1 EXPN is not available"),
+            Command::Help => self.reply("214 2.0.0 See RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY STARTTLS"),
+            Command::StartTls => return self.starttls().await,
+            Command::Auth(_) => {
+                self.error("502 5.5.1 AUTH is offered on the submission ports only");
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    fn ehlo(&mut self, domain: String, esmtp: bool) {
+        // RFC 5321 4.1.4: EHLO in a session resets any transaction.
+        self.tx = None;
+        self.helo = Some(sanitize(&domain));
+        self.esmtp = esmtp;
+        let host = &self.config.hostname;
+        if !esmtp {
+            let r = format!("250 {host}");
+            self.reply(&r);
+            return;
+        }
+        let mut lines = vec![
+            format!("{host} Hello {}", self.helo.as_deref().unwrap_or("")),
+            "PIPELINING".to_string(),
+            format!("SIZE {}", self.config.limits.max_message_size),
+            "8BITMIME".to_string(),
+            "SMTPUTF8".to_string(),
+            "ENHANCEDSTATUSCODES".to_string(),
+            "CHUNKING".to_string(),
+        ];
+        if !self.stream.is_tls() && self.server.tls().is_some() {
+            lines.push("STARTTLS".to_string());
+        }
+        lines.push("HELP".to_string());
+        let last = lines.len() - 1;
+        for (i, l) in lines.iter().enumerate() {
+            let sep = if i == last { ' ' } else { '-' };
+            self.out.push(format!("250{sep}{l}\r\n").as_bytes());
+        }
+    }
+
+    fn mail(&mut self, from: Option<Address>, params: command::MailParams) {
+        if self.helo.is_none() {
+            return self.error("503 5.5.1 Send EHLO or HELO first");
+        }
+        if self.tx.is_some() {
+            return self.error("503 5.5.1 Nested MAIL command");
+        }
+        if let Some(a) = &from
+            && !a.is_ascii()
+            && !params.smtputf8
+        {
+            return self.error("553 5.6.7 Non-ASCII address requires SMTPUTF8");
+        }
+        if params
+            .size
+            .is_some_and(|s| s > self.config.limits.max_message_size)
+        {
+            // RFC 1870 6.1.
+            return self.error("552 5.3.4 Message size exceeds fixed maximum message size");
+        }
+        let from = from.map(|a| a.to_string()).unwrap_or_default();
+        self.tx = Some(Transaction {
+            from,
+            params,
+            rcpts: Vec::new(),
+            bdat: None,
+            bdat_failed: false,
+        });
+        self.reply("250 2.1.0 Ok");
+    }
+
+    fn rcpt(&mut self, rcpt: Recipient) -> io::Result<()> {
+        let Some(tx) = &self.tx else {
+            self.error("503 5.5.1 Need MAIL before RCPT");
+            return Ok(());
+        };
+        if tx.rcpts.len() >= self.config.limits.max_recipients {
+            // RFC 5321 4.5.3.1.10.
+            self.error("452 4.5.3 Too many recipients");
+            return Ok(());
+        }
+        let smtputf8 = tx.params.smtputf8;
+        let address = match rcpt {
+            Recipient::Postmaster => format!("postmaster@{}", self.config.domains[0]),
+            Recipient::Address(a) => {
+                if a.source_route {
+                    self.error("550 5.7.1 Source routes are not accepted");
+                    return Ok(());
+                }
+                if !a.is_ascii() && !smtputf8 {
+                    self.error("553 5.6.7 Non-ASCII address requires SMTPUTF8");
+                    return Ok(());
+                }
+                let domain = a.domain.trim_end_matches('.');
+                if !self.config.is_local_domain(domain) {
+                    // Never an open relay: other domains need authentication,
+                    // which the MX port does not offer.
+                    self.error("554 5.7.1 Relay access denied");
+                    return Ok(());
+                }
+                // %-hacks, bang paths and quoted "@" inside one of our
+                // local parts are relay attempts, not mailboxes.
+                if a.local.contains(['@', '%', '!']) {
+                    self.error("550 5.7.1 Relay access denied (routing characters in local part)");
+                    return Ok(());
+                }
+                a.normalized()
+            }
+        };
+        let resolution = match self.resolve(&address) {
+            Ok(r) => r,
+            Err(e) => {
+                log::error!("smtp {} resolving {address}: {e}", self.id);
+                self.reply("451 4.3.0 Temporary lookup failure");
+                return Ok(());
+            }
+        };
+        match resolution {
+            Resolution::Local(users) => {
+                if let Some(tx) = &mut self.tx {
+                    tx.rcpts.push((address, users));
+                }
+                self.reply("250 2.1.5 Ok");
+            }
+            Resolution::Unknown => self.error("550 5.1.1 No such user here"),
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, address: &str) -> Result<Resolution, crate::store::StoreError> {
+        let txn = self.server.store.begin_read()?;
+        let accounts = txn.open_table(crate::store::ACCOUNTS)?;
+        let aliases = txn.open_table(crate::store::ALIASES)?;
+        ops::resolve_recipient(
+            &accounts,
+            &aliases,
+            address,
+            self.config.recipient_delimiter,
+        )
+    }
+
+    /// Checks that a transaction is ready for content; replies if not.
+    fn ready_for_content(&mut self) -> bool {
+        match &self.tx {
+            None => {
+                self.error("503 5.5.1 Need MAIL command");
+                false
+            }
+            Some(tx) if tx.rcpts.is_empty() => {
+                self.error("554 5.5.1 No valid recipients");
+                false
+            }
+            Some(_) => true,
+        }
+    }
+
+    fn new_spool(&self) -> Spool {
+        let tx = self.tx.as_ref();
+        let mut spool = Spool::new(self.config.limits.max_message_size);
+        if let Some(tx) = tx {
+            spool.push(self.trace_headers(tx).as_bytes());
+        }
+        spool
+    }
+
+    /// Return-Path (RFC 5321 4.4: added at final delivery) and Received.
+    fn trace_headers(&self, tx: &Transaction) -> String {
+        let proto = match (tx.params.smtputf8, self.esmtp, self.stream.is_tls()) {
+            (true, _, false) => "UTF8SMTP",
+            (true, _, true) => "UTF8SMTPS",
+            (false, true, true) => "ESMTPS",
+            (false, true, false) => "ESMTP",
+            (false, false, true) => "SMTPS",
+            (false, false, false) => "SMTP",
+        };
+        let ip = match self.peer.ip() {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("IPv6:{v6}"),
+        };
+        let for_clause = match tx.rcpts.as_slice() {
+            [(one, _)] => format!("\r\n\tfor <{one}>"),
+            _ => String::new(),
+        };
+        let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000");
+        format!(
+            "Return-Path: <{}>\r\nReceived: from {} ([{ip}])\r\n\tby {} (pimail) with {proto} id {}{for_clause};\r\n\t{date}\r\n",
+            tx.from,
+            self.helo.as_deref().unwrap_or("unknown"),
+            self.config.hostname,
+            self.id,
+        )
+    }
+
+    async fn data(&mut self) -> io::Result<Next> {
+        if self.tx.as_ref().is_some_and(|t| t.bdat.is_some()) {
+            self.error("503 5.5.1 DATA after BDAT in one transaction");
+            return Ok(Next::Continue);
+        }
+        if !self.ready_for_content() {
+            return Ok(Next::Continue);
+        }
+        self.reply("354 End data with <CR><LF>.<CR><LF>");
+        self.flush().await?;
+        let mut spool = self.new_spool();
+        let mut decoder = DotDecoder::new();
+        let mut piece = Vec::with_capacity(INPUT_CAPACITY);
+        let timeout = self.config.limits.data_timeout;
+        loop {
+            if self.input.buffered().is_empty()
+                && with_timeout(timeout, self.input.fill(&mut self.stream)).await? == 0
+            {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            piece.clear();
+            let used = decoder.decode(self.input.buffered(), &mut piece);
+            self.input.consume(used);
+            spool.push(&piece);
+            if decoder.is_done() {
+                break;
+            }
+        }
+        self.finish_message(spool, decoder.bare_line_ending).await
+    }
+
+    async fn bdat(&mut self, size: u64, last: bool) -> io::Result<Next> {
+        // Decided before reading, answered after: RFC 3030 2 has the chunk
+        // read even when it is refused, so the session stays in step.
+        let refusal = match &self.tx {
+            None => Some("503 5.5.1 Need MAIL command"),
+            Some(t) if t.rcpts.is_empty() => Some("554 5.5.1 No valid recipients"),
+            Some(t) if t.bdat_failed => Some("503 5.5.1 An earlier BDAT failed; send RSET"),
+            Some(_) => None,
+        };
+        if refusal.is_none() && self.tx.as_ref().is_some_and(|t| t.bdat.is_none()) {
+            let spool = self.new_spool();
+            if let Some(tx) = &mut self.tx {
+                tx.bdat = Some((spool, LineEndingCheck::default()));
+            }
+        }
+        let timeout = self.config.limits.data_timeout;
+        let mut remaining = size;
+        while remaining > 0 {
+            if self.input.buffered().is_empty()
+                && with_timeout(timeout, self.input.fill(&mut self.stream)).await? == 0
+            {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let n = (self.input.buffered().len() as u64).min(remaining) as usize;
+            if refusal.is_none()
+                && let Some((spool, check)) = self.tx.as_mut().and_then(|t| t.bdat.as_mut())
+            {
+                let bytes = &self.input.buffered()[..n];
+                check.feed(bytes);
+                spool.push(bytes);
+            }
+            self.input.consume(n);
+            remaining -= n as u64;
+        }
+        if let Some(r) = refusal {
+            if let Some(tx) = &mut self.tx {
+                tx.bdat_failed = true;
+            }
+            self.error(r);
+            return Ok(Next::Continue);
+        }
+        if !last {
+            let overflow = self
+                .tx
+                .as_ref()
+                .and_then(|t| t.bdat.as_ref())
+                .is_some_and(|(s, _)| s.overflow);
+            if overflow {
+                if let Some(tx) = &mut self.tx {
+                    tx.bdat_failed = true;
+                    tx.bdat = None;
+                }
+                self.error("552 5.3.4 Message too big");
+            } else {
+                self.reply(&format!("250 2.0.0 {size} octets received"));
+            }
+            return Ok(Next::Continue);
+        }
+        let Some((spool, mut check)) = self.tx.as_mut().and_then(|t| t.bdat.take()) else {
+            return Ok(Next::Continue);
+        };
+        check.finish();
+        self.finish_message(spool, check.bare_line_ending).await
+    }
+
+    /// Commits a received message and replies: 250 only after the store's
+    /// commit (with fsync) has returned.
+    async fn finish_message(&mut self, spool: Spool, bare_line_ending: bool) -> io::Result<Next> {
+        let Some(tx) = self.tx.take() else {
+            return Ok(Next::Continue);
+        };
+        if spool.overflow {
+            self.error("552 5.3.4 Message too big");
+            return Ok(Next::Continue);
+        }
+        if bare_line_ending {
+            self.error(
+                "550 5.6.0 Bare CR or LF in message; lines must end with CRLF (RFC 5321 2.3.8)",
+            );
+            return Ok(Next::Continue);
+        }
+        if tx.params.body == Body::SevenBit && !tx.params.smtputf8 {
+            // Lenient, like most MTAs: 8-bit content under BODY=7BIT is
+            // stored as received (RFC 6152 leaves this to the server).
+        }
+        let spooled = spool.finish();
+        let mut targets: Vec<DeliveryTarget> = Vec::new();
+        for (_, users) in &tx.rcpts {
+            for u in users {
+                if !targets.iter().any(|t| &t.user == u) {
+                    targets.push(DeliveryTarget {
+                        user: u.clone(),
+                        mailbox: "INBOX".to_string(),
+                        flags: 0,
+                    });
+                }
+            }
+        }
+        let size = spooled.size;
+        let delivery = Delivery {
+            blob: spooled.blob,
+            chunks: spooled.chunks,
+            size,
+            meta: spooled.meta,
+            internal_date: chrono::Utc::now().timestamp(),
+            targets,
+        };
+        match self.server.writer.deliver(delivery).await {
+            Ok(delivered) => {
+                log::info!(
+                    "smtp {} from=<{}> size={size} rcpts={} stored={}",
+                    self.id,
+                    tx.from,
+                    tx.rcpts.len(),
+                    delivered.len()
+                );
+                let r = format!("250 2.0.0 Ok: stored as {}", self.id);
+                self.reply(&r);
+                self.id = session_id();
+            }
+            Err(e) => {
+                log::error!("smtp {} store failed: {e}", self.id);
+                self.reply("451 4.3.0 Temporary failure storing the message; try again later");
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    async fn starttls(&mut self) -> io::Result<Next> {
+        if self.stream.is_tls() {
+            self.error("503 5.5.1 TLS already active");
+            return Ok(Next::Continue);
+        }
+        let Some(acceptor) = self.server.tls() else {
+            self.error("502 5.5.1 TLS not available");
+            return Ok(Next::Continue);
+        };
+        self.reply("220 2.0.0 Ready to start TLS");
+        self.flush().await?;
+        // RFC 3207 4.2: discard anything pipelined after STARTTLS and
+        // forget the EHLO; the client starts over.
+        self.input.clear();
+        self.helo = None;
+        self.tx = None;
+        self.stream
+            .start_tls(&acceptor, self.config.limits.tls_handshake_timeout)
+            .await?;
+        Ok(Next::Continue)
+    }
+}
+
+/// A HELO/EHLO argument as it may appear in a Received: header.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .take(255)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect()
+}
