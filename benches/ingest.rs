@@ -36,7 +36,7 @@ ingest: SMTP ingest benchmark client (run it through benches/run.sh or `make ben
               [--ehlo NAME] [--from ADDR] [--timeout-secs T]
               [--sample-pid PID ...] [--metric rss|pss] [--interval-ms MS]
               [--maildir DIR] [--deliver-timeout-secs T]
-      prints: msgs= secs= rate= failures= p50_ms= p99_ms= [peak_kib= last_kib=]
+      prints: msgs= secs= rate= failures= p50_ms= p99_ms= reconnects= [peak_kib= last_kib=]
               [delivered= delivered_secs= delivered_rate= delivered_complete=]
   ingest fsync --dir DIR [--seconds S]
       prints: fsyncs_per_sec= fsyncs= secs=
@@ -226,13 +226,14 @@ fn smtp_mode(args: &[String]) -> Result<()> {
     let secs = started.elapsed().as_secs_f64();
 
     let mut line = format!(
-        "msgs={} secs={:.3} rate={:.1} failures={} p50_ms={} p99_ms={}",
+        "msgs={} secs={:.3} rate={:.1} failures={} p50_ms={} p99_ms={} reconnects={}",
         run.messages,
         secs,
         run.messages as f64 / secs,
         run.failures,
         percentile_text(&run.latencies_ms, 50.0),
         percentile_text(&run.latencies_ms, 99.0),
+        run.reconnects,
     );
 
     if let (Some(dir), Some(before)) = (&maildir, delivered_before) {
@@ -262,6 +263,7 @@ fn smtp_mode(args: &[String]) -> Result<()> {
 struct RunTotals {
     messages: u64,
     failures: u64,
+    reconnects: u64,
     latencies_ms: Vec<f64>,
     failure_kinds: BTreeMap<String, u64>,
 }
@@ -272,6 +274,10 @@ struct RunTotals {
 struct FailureLog {
     kinds: Mutex<BTreeMap<String, u64>>,
     total: AtomicU64,
+    /// Sessions the server ended between messages with a 421 (for example
+    /// a commands-per-session limit): no message is lost, the client just
+    /// reconnects, and the cost shows in the rate; counted apart from failures.
+    reconnects: AtomicU64,
 }
 
 const LIVE_FAILURES_SHOWN: u64 = 5;
@@ -283,6 +289,15 @@ impl FailureLog {
         if seen < LIVE_FAILURES_SHOWN {
             eprintln!("ingest: session {session}: {description}");
         }
+        self.count_kind(description);
+    }
+
+    fn record_reconnect(&self, reason: &Failure) {
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+        self.count_kind(format!("reconnect, not a failure: {reason}"));
+    }
+
+    fn count_kind(&self, description: String) {
         if let Ok(mut kinds) = self.kinds.lock() {
             *kinds.entry(description).or_insert(0) += 1;
         }
@@ -305,6 +320,7 @@ fn run_sessions(config: Arc<SmtpConfig>) -> RunTotals {
     let mut totals = RunTotals {
         messages: 0,
         failures: 0,
+        reconnects: 0,
         latencies_ms: Vec::new(),
         failure_kinds: BTreeMap::new(),
     };
@@ -318,6 +334,7 @@ fn run_sessions(config: Arc<SmtpConfig>) -> RunTotals {
         }
     }
     totals.failures = failures.total.load(Ordering::Relaxed);
+    totals.reconnects = failures.reconnects.load(Ordering::Relaxed);
     if let Ok(kinds) = failures.kinds.lock() {
         totals.failure_kinds = kinds.clone();
     }
@@ -331,7 +348,7 @@ fn report_failures(kinds: &BTreeMap<String, u64>) {
     }
     let mut by_count: Vec<_> = kinds.iter().collect();
     by_count.sort_by(|a, b| b.1.cmp(a.1));
-    eprintln!("ingest: failures by kind:");
+    eprintln!("ingest: failures (and server-initiated reconnects) by kind:");
     for (description, count) in by_count.iter().take(20) {
         eprintln!("  {count:>8} x {description}");
     }
@@ -372,6 +389,12 @@ fn session_loop(
         let message = compose_message(config, lines, session, counter);
         match conn.send_message(config, &message) {
             Ok(latency) => latencies.push(latency.as_secs_f64() * 1000.0),
+            Err(failure)
+                if conn.messages_accepted > 0 && failure.ends_session_between_messages() =>
+            {
+                failures.record_reconnect(&failure);
+                connection = None;
+            }
             Err(failure) => {
                 failures.record(session, &failure);
                 if failure.keeps_connection() {
@@ -412,6 +435,19 @@ impl Failure {
     fn keeps_connection(&self) -> bool {
         matches!(self, Failure::Reply { code, .. } if *code != 421)
     }
+
+    /// A 421 in answer to MAIL FROM: the server closes the session at a
+    /// transaction boundary, before any of the message was sent.
+    fn ends_session_between_messages(&self) -> bool {
+        matches!(
+            self,
+            Failure::Reply {
+                stage: "MAIL FROM",
+                code: 421,
+                ..
+            }
+        )
+    }
 }
 
 impl std::fmt::Display for Failure {
@@ -432,6 +468,8 @@ const MAX_REPLY_LINES: usize = 200;
 struct SmtpConnection {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
+    /// Messages answered 250 on this connection.
+    messages_accepted: u64,
 }
 
 impl SmtpConnection {
@@ -458,6 +496,7 @@ impl SmtpConnection {
         let mut conn = SmtpConnection {
             reader: BufReader::with_capacity(8192, stream),
             writer,
+            messages_accepted: 0,
         };
         conn.expect_reply("greeting", &[220])?;
         conn.command(&format!("EHLO {}", config.ehlo), "EHLO", &[250])?;
@@ -493,7 +532,9 @@ impl SmtpConnection {
             error: describe_io(&e),
         })?;
         self.expect_reply("final dot", &[250])?;
-        Ok(sent_dot.elapsed())
+        let latency = sent_dot.elapsed();
+        self.messages_accepted += 1;
+        Ok(latency)
     }
 
     fn command(

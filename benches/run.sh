@@ -191,6 +191,7 @@ else
   PIMAIL_PID=$!
   if ! wait_port "$PIMAIL_SMTP_PORT" 30 "$PIMAIL_PID"; then
     tail -n 30 "$WORK/pimail.log" >&2
+    kill -0 "$PIMAIL_PID" 2>/dev/null || die "pimail serve exited before accepting (its log is above)"
     die "pimail did not accept on port $PIMAIL_SMTP_PORT within 30 s"
   fi
   sleep 2   # idle means: started, listening, nothing asked of it yet
