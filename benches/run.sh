@@ -312,13 +312,18 @@ report() {
   echo "- pimail memory is VmRSS of its one process (counts shared libraries in full);" \
     "Postfix's is the sum of PSS over the master and all its children."
   echo "- Postfix delivered = messages accepted in the cell / time from the cell's start until the last one is in Maildir/new."
-  local failed="" key
+  local failed="" reconnected="" key count
   for key in "${!RESULT[@]}"; do
-    if [ "$(field "${RESULT[$key]}" failures)" != 0 ]; then
-      failed+=" $key: $(field "${RESULT[$key]}" failures);"
-    fi
+    count=$(field "${RESULT[$key]}" failures)
+    [ "$count" = 0 ] || failed+=" $key: $count;"
+    count=$(field "${RESULT[$key]}" reconnects)
+    [ "$count" = 0 ] || reconnected+=" $key: $count;"
   done
   if [ -n "$failed" ]; then echo "- **Failures** (server/size/sessions: count):$failed see the run's stderr."; fi
+  if [ -n "$reconnected" ]; then
+    echo "- Sessions the server closed with 421 between messages (a per-session limit; the client" \
+      "reconnected, no message lost, not counted as failures):$reconnected"
+  fi
   echo
   echo "<details><summary>raw</summary>"
   echo

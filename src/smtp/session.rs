@@ -118,6 +118,12 @@ impl Session {
         let greeting = format!("220 {} ESMTP pimail", self.config.hostname);
         self.reply(&greeting);
         loop {
+            // Shutdown waits for a transaction in progress, not for an idle
+            // session, even one with commands queued.
+            if self.tx.is_none() && self.server.is_shutting_down() {
+                self.reply("421 4.3.2 Service shutting down");
+                return Ok(());
+            }
             // Replies wait while the client has more commands pipelined.
             if self.input.buffered().is_empty() {
                 self.flush().await?;
