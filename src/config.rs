@@ -28,6 +28,7 @@ pub struct Limits {
     pub max_commands: usize,
     pub max_errors: usize,
     pub max_line_length: usize,
+    pub spool_memory: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
     pub tls_handshake_timeout: Duration,
@@ -167,6 +168,9 @@ max_commands = 1000
 max_errors = 10
 # Longest command line, in bytes including CRLF (RFC 5321 4.5.3.1.4: 512).
 max_line_length = 512
+# Bytes of one incoming message kept in memory; the rest goes to an
+# unlinked temporary file in data_dir/spool until it is stored.
+spool_memory = 131008
 # Seconds a client may stay silent between commands (RFC 5321 4.5.3.2.7: 5 min),
 # within DATA (4.5.3.2.5: 3 min), and during a TLS handshake.
 command_timeout = 300
@@ -452,6 +456,7 @@ impl Config {
                 "max_commands",
                 "max_errors",
                 "max_line_length",
+                "spool_memory",
                 "command_timeout",
                 "data_timeout",
                 "tls_handshake_timeout",
@@ -519,6 +524,8 @@ impl Config {
                 512,
                 65536,
             )? as usize,
+            spool_memory: r.int(t, "spool_memory", "limits.spool_memory", 131008, 0, 1 << 30)?
+                as usize,
             command_timeout: secs("command_timeout", 300)?,
             data_timeout: secs("data_timeout", 180)?,
             tls_handshake_timeout: secs("tls_handshake_timeout", 30)?,
@@ -608,6 +615,10 @@ impl Config {
 
     pub fn is_local_domain(&self, domain: &str) -> bool {
         self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.data_dir.join("spool")
     }
 
     pub fn control_socket(&self) -> PathBuf {

@@ -202,6 +202,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             log::warn!("{service} is not implemented yet; not listening on {addrs:?}");
         }
     }
+    std::fs::create_dir_all(config.spool_dir())
+        .map_err(|e| ServeError::Io(format!("{}: {e}", config.spool_dir().display())))?;
     let control = control::bind(&config)
         .map_err(|e| ServeError::Io(format!("{}: {e}", config.control_socket().display())))?;
     let (writer, writer_thread) = Writer::start(

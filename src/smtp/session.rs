@@ -368,7 +368,11 @@ impl Session {
 
     fn new_spool(&self) -> Spool {
         let tx = self.tx.as_ref();
-        let mut spool = Spool::new(self.config.limits.max_message_size);
+        let mut spool = Spool::new(
+            self.config.limits.max_message_size,
+            self.config.limits.spool_memory,
+            Some(self.config.spool_dir()),
+        );
         if let Some(tx) = tx {
             spool.push(self.trace_headers(tx).as_bytes());
         }
@@ -519,7 +523,14 @@ impl Session {
             // Lenient, like most MTAs: 8-bit content under BODY=7BIT is
             // stored as received (RFC 6152 leaves this to the server).
         }
-        let spooled = spool.finish();
+        let spooled = match spool.finish() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("smtp {} spooling failed: {e}", self.id);
+                self.reply("451 4.3.0 Temporary failure storing the message; try again later");
+                return Ok(Next::Continue);
+            }
+        };
         let mut targets: Vec<DeliveryTarget> = Vec::new();
         for (_, users) in &tx.rcpts {
             for u in users {
@@ -535,7 +546,7 @@ impl Session {
         let size = spooled.size;
         let delivery = Delivery {
             blob: spooled.blob,
-            chunks: spooled.chunks,
+            content: spooled.content,
             size,
             meta: spooled.meta,
             internal_date: chrono::Utc::now().timestamp(),

@@ -1,39 +1,57 @@
 //! A message being received: cut into store-sized chunks as it arrives,
 //! hashed, and scanned for its MIME structure in the same pass, so it is
-//! never copied whole or parsed twice.
+//! never copied whole or parsed twice. Past `memory_limit` bytes the chunks
+//! go to an unlinked temporary file, so memory per session stays bounded
+//! whatever the message size.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
 use crate::message::{ScanLimits, StructureScanner};
+use crate::store::content::Content;
 use crate::store::{BlobId, CHUNK_SIZE};
 
 pub struct Spool {
-    chunks: Vec<Vec<u8>>,
+    content: Content,
+    /// The chunk being filled.
+    current: Vec<u8>,
     hasher: Sha256,
     scanner: StructureScanner,
     size: u64,
     limit: u64,
+    memory_limit: usize,
+    spool_dir: Option<PathBuf>,
     /// More than `limit` bytes arrived; the excess was dropped.
     pub overflow: bool,
+    /// Writing the temporary file failed; the message cannot be stored.
+    pub error: Option<String>,
 }
 
 /// The finished content, ready for the store.
 pub struct Spooled {
     pub blob: BlobId,
-    pub chunks: Vec<Vec<u8>>,
+    pub content: Content,
     pub size: u64,
     pub meta: Vec<u8>,
 }
 
 impl Spool {
-    pub fn new(limit: u64) -> Spool {
+    /// `spool_dir` None keeps everything in memory (tests, small tools).
+    pub fn new(limit: u64, memory_limit: usize, spool_dir: Option<PathBuf>) -> Spool {
         Spool {
-            chunks: Vec::new(),
+            content: Content::default(),
+            current: Vec::new(),
             hasher: Sha256::new(),
             scanner: StructureScanner::new(ScanLimits::default()),
             size: 0,
             limit,
+            memory_limit,
+            spool_dir,
             overflow: false,
+            error: None,
         }
     }
 
@@ -42,75 +60,155 @@ impl Spool {
     }
 
     pub fn push(&mut self, mut bytes: &[u8]) {
-        if self.overflow {
+        if self.overflow || self.error.is_some() {
             return;
         }
         if self.size + bytes.len() as u64 > self.limit {
             self.overflow = true;
             // Free what we hold now: the message will be refused.
-            self.chunks = Vec::new();
+            self.content = Content::default();
+            self.current = Vec::new();
             return;
         }
         self.size += bytes.len() as u64;
         self.hasher.update(bytes);
         self.scanner.feed(bytes);
         while !bytes.is_empty() {
-            let need_new = self.chunks.last().is_none_or(|c| c.len() == CHUNK_SIZE);
-            if need_new {
-                // Small messages get a small first chunk; later ones are full.
-                let cap = if self.chunks.is_empty() {
+            if self.current.capacity() == 0 {
+                // Small messages get a small first chunk.
+                let cap = if self.size <= CHUNK_SIZE as u64 {
                     bytes.len().clamp(1024, CHUNK_SIZE)
                 } else {
                     CHUNK_SIZE
                 };
-                self.chunks.push(Vec::with_capacity(cap));
+                self.current.reserve_exact(cap);
             }
-            let Some(chunk) = self.chunks.last_mut() else {
-                break;
-            };
-            let take = (CHUNK_SIZE - chunk.len()).min(bytes.len());
-            chunk.extend_from_slice(&bytes[..take]);
+            let take = (CHUNK_SIZE - self.current.len()).min(bytes.len());
+            self.current.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
+            if self.current.len() == CHUNK_SIZE {
+                self.store_full_chunk();
+            }
         }
     }
 
-    pub fn finish(self) -> Spooled {
-        Spooled {
-            blob: self.hasher.finalize().into(),
-            meta: self.scanner.finish().encode(),
-            chunks: self.chunks,
-            size: self.size,
+    fn store_full_chunk(&mut self) {
+        let in_memory = self.content.head.len() * CHUNK_SIZE;
+        let Some(dir) = self
+            .spool_dir
+            .as_ref()
+            .filter(|_| in_memory + CHUNK_SIZE > self.memory_limit)
+        else {
+            self.content.head.push(std::mem::take(&mut self.current));
+            return;
+        };
+        if self.content.file.is_none() {
+            match temp_file(dir) {
+                Ok(f) => self.content.file = Some(f),
+                Err(e) => {
+                    self.error = Some(format!("{}: {e}", dir.display()));
+                    return;
+                }
+            }
+        }
+        let Some(file) = &self.content.file else {
+            return;
+        };
+        let offset = self.content.file_chunks as u64 * CHUNK_SIZE as u64;
+        match file.write_all_at(&self.current, offset) {
+            Ok(()) => {
+                self.content.file_chunks += 1;
+                // Keep the buffer for the next chunk.
+                self.current.clear();
+            }
+            Err(e) => self.error = Some(format!("{}: {e}", dir.display())),
         }
     }
+
+    pub fn finish(mut self) -> Result<Spooled, String> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        if !self.current.is_empty() {
+            self.content.tail = Some(std::mem::take(&mut self.current));
+        }
+        Ok(Spooled {
+            blob: self.hasher.finalize().into(),
+            meta: self.scanner.finish().encode(),
+            content: self.content,
+            size: self.size,
+        })
+    }
+}
+
+/// A file in `dir` that no other process can see: it is unlinked at once,
+/// so a crash leaves nothing behind.
+fn temp_file(dir: &std::path::Path) -> std::io::Result<File> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let path = dir.join(format!(
+        "spool-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i % 251) as u8).collect()
+    }
+
     #[test]
-    fn chunks_and_hash() {
-        let mut s = Spool::new(10 << 20);
-        let data: Vec<u8> = (0..CHUNK_SIZE * 2 + 5).map(|i| (i % 251) as u8).collect();
+    fn chunks_and_hash_in_memory() {
+        let mut s = Spool::new(10 << 20, usize::MAX, None);
+        let data = data(CHUNK_SIZE * 2 + 5);
         for piece in data.chunks(1000) {
             s.push(piece);
         }
-        let out = s.finish();
+        let out = s.finish().unwrap();
         assert_eq!(out.size, data.len() as u64);
-        assert_eq!(out.chunks.len(), 3);
-        assert!(out.chunks.iter().all(|c| c.len() <= CHUNK_SIZE));
-        assert_eq!(out.chunks.concat(), data);
+        assert_eq!(out.content.chunk_count(), 3);
+        assert_eq!(out.content.to_vec(), data);
         let expected: BlobId = Sha256::digest(&data).into();
         assert_eq!(out.blob, expected);
     }
 
     #[test]
+    fn large_messages_spill_to_a_file() {
+        let dir = std::env::temp_dir().join(format!("pimail-spool-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = Spool::new(10 << 20, CHUNK_SIZE, Some(dir.clone()));
+        let data = data(CHUNK_SIZE * 5 + 77);
+        for piece in data.chunks(4000) {
+            s.push(piece);
+        }
+        let out = s.finish().unwrap();
+        assert_eq!(out.content.head.len(), 1);
+        assert_eq!(out.content.file_chunks, 4);
+        assert!(out.content.tail.is_some());
+        assert_eq!(out.content.to_vec(), data);
+        // The file is unlinked: nothing is left in the directory.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn overflow_drops_content() {
-        let mut s = Spool::new(100);
+        let mut s = Spool::new(100, usize::MAX, None);
         s.push(&[b'a'; 60]);
         assert!(!s.overflow);
         s.push(&[b'a'; 60]);
         assert!(s.overflow);
-        assert!(s.chunks.is_empty());
+        assert_eq!(s.finish().unwrap().content.chunk_count(), 0);
     }
 }

@@ -17,6 +17,7 @@
 //! - `chunks`: (content hash, index) -> at most [`CHUNK_SIZE`] bytes.
 
 pub mod codec;
+pub mod content;
 pub mod ops;
 pub mod writer;
 

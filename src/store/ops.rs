@@ -312,7 +312,7 @@ pub struct DeliveryTarget {
 /// A message to store: its content (as chunks) once, and one copy per target.
 pub struct Delivery {
     pub blob: BlobId,
-    pub chunks: Vec<Vec<u8>>,
+    pub content: super::content::Content,
     pub size: u64,
     pub meta: Vec<u8>,
     pub internal_date: i64,
@@ -399,13 +399,14 @@ fn store_blob(txn: &WriteTransaction, d: &Delivery, references: u32) -> Result<(
         }
         None => {
             let mut chunks = txn.open_table(CHUNKS)?;
-            for (i, c) in d.chunks.iter().enumerate() {
-                chunks.insert((&d.blob, i as u32), c.as_slice())?;
-            }
+            d.content.for_each_chunk(|i, c| {
+                chunks.insert((&d.blob, i), c)?;
+                Ok(())
+            })?;
             BlobRow {
                 refcount: references,
                 size: d.size,
-                chunks: d.chunks.len() as u32,
+                chunks: d.content.chunk_count(),
                 meta: d.meta.clone(),
             }
         }
@@ -423,7 +424,9 @@ mod tests {
         use sha2::Digest;
         Delivery {
             blob: sha2::Sha256::digest(content).into(),
-            chunks: content.chunks(CHUNK_SIZE).map(<[u8]>::to_vec).collect(),
+            content: super::super::content::Content::from_chunks(
+                content.chunks(CHUNK_SIZE).map(<[u8]>::to_vec).collect(),
+            ),
             size: content.len() as u64,
             meta: vec![],
             internal_date: 1_700_000_000,

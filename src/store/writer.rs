@@ -221,7 +221,7 @@ mod tests {
                         w.deliver(Delivery {
                             blob: sha2::Sha256::digest(&body).into(),
                             size: body.len() as u64,
-                            chunks: vec![body],
+                            content: crate::store::content::Content::from_chunks(vec![body]),
                             meta: vec![],
                             internal_date: 0,
                             targets: vec![DeliveryTarget {

@@ -1,0 +1,68 @@
+//! A message's content on its way into the store: the first chunks in
+//! memory, the rest in an unlinked temporary file, so a session never holds
+//! more than `limits.spool_memory` of a large message.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use super::CHUNK_SIZE;
+
+#[derive(Default)]
+pub struct Content {
+    /// Chunks 0..head.len(), in memory.
+    pub(crate) head: Vec<Vec<u8>>,
+    /// Then `file_chunks` full chunks in the file, in order.
+    pub(crate) file: Option<File>,
+    pub(crate) file_chunks: u32,
+    /// Then the last, partial chunk.
+    pub(crate) tail: Option<Vec<u8>>,
+}
+
+impl Content {
+    pub fn from_chunks(chunks: Vec<Vec<u8>>) -> Content {
+        Content {
+            head: chunks,
+            ..Content::default()
+        }
+    }
+
+    pub fn chunk_count(&self) -> u32 {
+        self.head.len() as u32 + self.file_chunks + self.tail.is_some() as u32
+    }
+
+    /// Calls `f` with each chunk in order. File chunks are read into one
+    /// reused buffer.
+    pub fn for_each_chunk(
+        &self,
+        mut f: impl FnMut(u32, &[u8]) -> Result<(), super::StoreError>,
+    ) -> Result<(), super::StoreError> {
+        let mut i = 0u32;
+        for c in &self.head {
+            f(i, c)?;
+            i += 1;
+        }
+        if let Some(file) = &self.file {
+            let mut buf = vec![0u8; CHUNK_SIZE];
+            for n in 0..self.file_chunks {
+                file.read_exact_at(&mut buf, n as u64 * CHUNK_SIZE as u64)
+                    .map_err(|e| super::StoreError::Db(format!("reading spooled message: {e}")))?;
+                f(i, &buf)?;
+                i += 1;
+            }
+        }
+        if let Some(t) = &self.tail {
+            f(i, t)?;
+        }
+        Ok(())
+    }
+
+    /// The whole content (tests and small messages only).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        let _ = self.for_each_chunk(|_, c| {
+            v.extend_from_slice(c);
+            Ok(())
+        });
+        v
+    }
+}
