@@ -111,6 +111,23 @@ impl MessageMeta {
     pub fn decode(bytes: &[u8]) -> Option<MessageMeta> {
         codec::decode(bytes)
     }
+
+    /// Accounts for `len` bytes of header fields prepended to the message
+    /// at delivery (Return-Path, Received, X-Spam-Status...): they join the
+    /// top-level header, and everything after it moves down by `len`.
+    pub fn prepend_header(&mut self, len: u64) {
+        fn shift(part: &mut Part, len: u64) {
+            part.header_start += len;
+            part.body_start += len;
+            part.end += len;
+            for c in &mut part.children {
+                shift(c, len);
+            }
+        }
+        self.size += len;
+        shift(&mut self.root, len);
+        self.root.header_start = 0;
+    }
 }
 
 impl Part {

@@ -2,5 +2,6 @@
 
 pub mod command;
 pub mod data;
+pub mod inspect;
 pub mod session;
 pub mod spool;

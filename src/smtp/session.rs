@@ -10,8 +10,9 @@ use std::rc::Rc;
 use async_io::Async;
 use futures_lite::future;
 
-use super::command::{self, Address, Body, Command, Recipient};
+use super::command::{self, Address, Command, Recipient};
 use super::data::{DotDecoder, LineEndingCheck};
+use super::inspect::{Inbound, Verdict, inspect};
 use super::spool::Spool;
 use crate::config::Config;
 use crate::server::Server;
@@ -367,16 +368,11 @@ impl Session {
     }
 
     fn new_spool(&self) -> Spool {
-        let tx = self.tx.as_ref();
-        let mut spool = Spool::new(
+        Spool::new(
             self.config.limits.max_message_size,
             self.config.limits.spool_memory,
             Some(self.config.spool_dir()),
-        );
-        if let Some(tx) = tx {
-            spool.push(self.trace_headers(tx).as_bytes());
-        }
-        spool
+        )
     }
 
     /// Return-Path (RFC 5321 4.4: added at final delivery) and Received.
@@ -519,30 +515,52 @@ impl Session {
             );
             return Ok(Next::Continue);
         }
-        if tx.params.body == Body::SevenBit && !tx.params.smtputf8 {
-            // Lenient, like most MTAs: 8-bit content under BODY=7BIT is
-            // stored as received (RFC 6152 leaves this to the server).
-        }
-        let spooled = match spool.finish() {
-            Ok(s) => s,
+        // Lenient, like most MTAs: 8-bit content under BODY=7BIT is stored
+        // as received (RFC 6152 leaves this to the server).
+        let body = match spool.finish() {
+            Ok(b) => b,
             Err(e) => {
                 log::error!("smtp {} spooling failed: {e}", self.id);
                 self.reply("451 4.3.0 Temporary failure storing the message; try again later");
                 return Ok(Next::Continue);
             }
         };
-        let mut targets: Vec<DeliveryTarget> = Vec::new();
-        for (_, users) in &tx.rcpts {
-            for u in users {
-                if !targets.iter().any(|t| &t.user == u) {
-                    targets.push(DeliveryTarget {
-                        user: u.clone(),
-                        mailbox: "INBOX".to_string(),
-                        flags: 0,
-                    });
+        let mut users: Vec<String> = Vec::new();
+        for (_, resolved) in &tx.rcpts {
+            for u in resolved {
+                if !users.contains(u) {
+                    users.push(u.clone());
                 }
             }
         }
+        let inbound = Inbound {
+            peer: self.peer.ip(),
+            helo: self.helo.as_deref().unwrap_or(""),
+            from: &tx.from,
+            users: &users,
+            tls: self.stream.is_tls(),
+        };
+        let (added, mailbox) = match inspect(&self.server, &inbound, &body).await {
+            Verdict::Accept { headers, mailbox } => {
+                (headers, mailbox.unwrap_or_else(|| "INBOX".to_string()))
+            }
+            Verdict::Reject(reply) => {
+                log::info!("smtp {} from=<{}> refused: {reply}", self.id, tx.from);
+                self.error(&reply);
+                return Ok(Next::Continue);
+            }
+        };
+        let mut prefix = self.trace_headers(&tx);
+        prefix.push_str(&added);
+        let spooled = body.store(prefix.into_bytes());
+        let targets: Vec<DeliveryTarget> = users
+            .into_iter()
+            .map(|user| DeliveryTarget {
+                user,
+                mailbox: mailbox.clone(),
+                flags: 0,
+            })
+            .collect();
         let size = spooled.size;
         let delivery = Delivery {
             blob: spooled.blob,

@@ -3,6 +3,10 @@
 //! never copied whole or parsed twice. Past `memory_limit` bytes the chunks
 //! go to an unlinked temporary file, so memory per session stays bounded
 //! whatever the message size.
+//!
+//! The header fields we add at delivery (trace, spam verdict...) depend on
+//! the whole message, so they are not part of the spool: [`Body::store`]
+//! puts them in front as a chunk of their own.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -10,7 +14,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
-use crate::message::{ScanLimits, StructureScanner};
+use crate::message::{MessageMeta, ScanLimits, StructureScanner};
 use crate::store::content::Content;
 use crate::store::{BlobId, CHUNK_SIZE};
 
@@ -30,7 +34,16 @@ pub struct Spool {
     pub error: Option<String>,
 }
 
-/// The finished content, ready for the store.
+/// The message as the client sent it, fully received and scanned: what
+/// inspection (attachment scanning, spam filtering) looks at.
+pub struct Body {
+    pub content: Content,
+    pub size: u64,
+    pub meta: MessageMeta,
+    hash: [u8; 32],
+}
+
+/// The content to store: prefix and body, with its address and metadata.
 pub struct Spooled {
     pub blob: BlobId,
     pub content: Content,
@@ -125,19 +138,46 @@ impl Spool {
         }
     }
 
-    pub fn finish(mut self) -> Result<Spooled, String> {
+    /// Ends reception. Fails if the temporary file could not be written.
+    pub fn finish(mut self) -> Result<Body, String> {
         if let Some(e) = self.error.take() {
             return Err(e);
         }
         if !self.current.is_empty() {
             self.content.tail = Some(std::mem::take(&mut self.current));
         }
-        Ok(Spooled {
-            blob: self.hasher.finalize().into(),
-            meta: self.scanner.finish().encode(),
+        Ok(Body {
+            hash: self.hasher.finalize().into(),
+            meta: self.scanner.finish(),
             content: self.content,
             size: self.size,
         })
+    }
+}
+
+impl Body {
+    /// Puts `prefix` (header fields, CRLF-terminated) in front of the body.
+    /// The content address is SHA-256 over a domain tag, the prefix and the
+    /// body's own SHA-256, so the body is never hashed twice.
+    pub fn store(self, prefix: Vec<u8>) -> Spooled {
+        let mut h = Sha256::new();
+        h.update(b"pimail-blob-1\0");
+        h.update((prefix.len() as u64).to_le_bytes());
+        h.update(&prefix);
+        h.update(self.hash);
+        let mut meta = self.meta;
+        meta.prepend_header(prefix.len() as u64);
+        let mut content = self.content;
+        let size = self.size + prefix.len() as u64;
+        if !prefix.is_empty() {
+            content.prefix = Some(prefix);
+        }
+        Spooled {
+            blob: h.finalize().into(),
+            content,
+            size,
+            meta: meta.encode(),
+        }
     }
 }
 
@@ -175,12 +215,42 @@ mod tests {
         for piece in data.chunks(1000) {
             s.push(piece);
         }
-        let out = s.finish().unwrap();
-        assert_eq!(out.size, data.len() as u64);
-        assert_eq!(out.content.chunk_count(), 3);
-        assert_eq!(out.content.to_vec(), data);
-        let expected: BlobId = Sha256::digest(&data).into();
-        assert_eq!(out.blob, expected);
+        let body = s.finish().unwrap();
+        assert_eq!(body.size, data.len() as u64);
+        assert_eq!(body.content.to_vec(), data);
+        let expected: [u8; 32] = Sha256::digest(&data).into();
+        assert_eq!(body.hash, expected);
+        let stored = body.store(Vec::new());
+        assert_eq!(stored.content.chunk_count(), 3);
+        assert_eq!(stored.content.to_vec(), data);
+    }
+
+    #[test]
+    fn prefix_goes_in_front_and_shifts_the_structure() {
+        let msg = b"Subject: x\r\nContent-Type: text/plain\r\n\r\nhello\r\n";
+        let mut s = Spool::new(1 << 20, usize::MAX, None);
+        s.push(msg);
+        let body = s.finish().unwrap();
+        let body_start = body.meta.root.body_start;
+        let prefix = b"Received: from x\r\n".to_vec();
+        let n = prefix.len() as u64;
+        let stored = body.store(prefix.clone());
+        let mut all = prefix;
+        all.extend_from_slice(msg);
+        assert_eq!(stored.content.to_vec(), all);
+        assert_eq!(stored.size, all.len() as u64);
+        let meta = MessageMeta::decode(&stored.meta).unwrap();
+        assert_eq!(meta.root.header_start, 0);
+        assert_eq!(meta.root.body_start, body_start + n);
+        assert_eq!(&all[meta.root.body_start as usize..], b"hello\r\n");
+        // Same content, same address; different prefix, different address.
+        let again = |p: &[u8]| {
+            let mut s = Spool::new(1 << 20, usize::MAX, None);
+            s.push(msg);
+            s.finish().unwrap().store(p.to_vec()).blob
+        };
+        assert_eq!(again(b"A: 1\r\n"), again(b"A: 1\r\n"));
+        assert_ne!(again(b"A: 1\r\n"), again(b"A: 2\r\n"));
     }
 
     #[test]
@@ -192,11 +262,11 @@ mod tests {
         for piece in data.chunks(4000) {
             s.push(piece);
         }
-        let out = s.finish().unwrap();
-        assert_eq!(out.content.head.len(), 1);
-        assert_eq!(out.content.file_chunks, 4);
-        assert!(out.content.tail.is_some());
-        assert_eq!(out.content.to_vec(), data);
+        let body = s.finish().unwrap();
+        assert_eq!(body.content.head.len(), 1);
+        assert_eq!(body.content.file_chunks, 4);
+        assert!(body.content.tail.is_some());
+        assert_eq!(body.content.to_vec(), data);
         // The file is unlinked: nothing is left in the directory.
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
         std::fs::remove_dir_all(dir).unwrap();

@@ -9,7 +9,10 @@ use super::CHUNK_SIZE;
 
 #[derive(Default)]
 pub struct Content {
-    /// Chunks 0..head.len(), in memory.
+    /// Header fields added at delivery, stored as chunk 0 when present so
+    /// the received body's chunks need not be cut again.
+    pub(crate) prefix: Option<Vec<u8>>,
+    /// Then chunks in memory.
     pub(crate) head: Vec<Vec<u8>>,
     /// Then `file_chunks` full chunks in the file, in order.
     pub(crate) file: Option<File>,
@@ -27,7 +30,10 @@ impl Content {
     }
 
     pub fn chunk_count(&self) -> u32 {
-        self.head.len() as u32 + self.file_chunks + self.tail.is_some() as u32
+        self.prefix.is_some() as u32
+            + self.head.len() as u32
+            + self.file_chunks
+            + self.tail.is_some() as u32
     }
 
     /// Calls `f` with each chunk in order. File chunks are read into one
@@ -37,6 +43,10 @@ impl Content {
         mut f: impl FnMut(u32, &[u8]) -> Result<(), super::StoreError>,
     ) -> Result<(), super::StoreError> {
         let mut i = 0u32;
+        if let Some(p) = &self.prefix {
+            f(i, p)?;
+            i += 1;
+        }
         for c in &self.head {
             f(i, c)?;
             i += 1;

@@ -318,18 +318,37 @@ pub struct BlobRow {
     pub refcount: u32,
     pub size: u64,
     pub chunks: u32,
+    /// Length of chunk 0 when it holds the header fields added at delivery
+    /// (0: none); every later chunk but the last is [`CHUNK_SIZE`] long, so
+    /// a byte offset maps to its chunk without reading any.
+    pub prefix_len: u32,
     /// Encoded [`crate::message::MessageMeta`]: part offsets, envelope and
     /// body structure computed once at delivery.
     pub meta: Vec<u8>,
 }
 
 impl BlobRow {
+    /// The chunk holding byte `offset` of the content, and the offset of
+    /// that chunk's first byte.
+    pub fn chunk_of(&self, offset: u64) -> (u32, u64) {
+        let prefix = self.prefix_len as u64;
+        if offset < prefix {
+            return (0, 0);
+        }
+        let n = (offset - prefix) / CHUNK_SIZE as u64;
+        (
+            (prefix > 0) as u32 + n as u32,
+            prefix + n * CHUNK_SIZE as u64,
+        )
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut w = RowWriter::new();
         w.u8(1)
             .u32(self.refcount)
             .u64(self.size)
             .u32(self.chunks)
+            .u32(self.prefix_len)
             .bytes(&self.meta);
         w.finish()
     }
@@ -340,6 +359,7 @@ impl BlobRow {
             refcount: r.u32()?,
             size: r.u64()?,
             chunks: r.u32()?,
+            prefix_len: r.u32()?,
             meta: r.bytes()?.to_vec(),
         })
     }

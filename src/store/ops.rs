@@ -407,6 +407,7 @@ fn store_blob(txn: &WriteTransaction, d: &Delivery, references: u32) -> Result<(
                 refcount: references,
                 size: d.size,
                 chunks: d.content.chunk_count(),
+                prefix_len: d.content.prefix.as_ref().map_or(0, |p| p.len() as u32),
                 meta: d.meta.clone(),
             }
         }

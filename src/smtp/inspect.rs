@@ -1,0 +1,52 @@
+//! Inspection of a received message before it is stored: the place where
+//! attachment scanning, spam filtering and sender authentication decide
+//! whether to refuse it, which headers to add and where to file it.
+//!
+//! Runs after the whole message has arrived (the body is spooled, its MIME
+//! structure known) and before the store commit, so a refusal happens at
+//! end-of-data instead of a bounce later (no backscatter).
+
+use std::net::IpAddr;
+
+use super::spool::Body;
+use crate::server::Server;
+
+/// What is known of the message's transaction.
+pub struct Inbound<'a> {
+    pub peer: IpAddr,
+    pub helo: &'a str,
+    /// The reverse path ("" for the null sender).
+    pub from: &'a str,
+    /// Local accounts it is for.
+    pub users: &'a [String],
+    pub tls: bool,
+}
+
+/// The decision on one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Store it, with these header fields (each ending in CRLF) in front,
+    /// into `mailbox` instead of INBOX when set (e.g. "Junk").
+    Accept {
+        headers: String,
+        mailbox: Option<String>,
+    },
+    /// Refuse it with this SMTP reply (code, enhanced code and text).
+    Reject(String),
+}
+
+impl Verdict {
+    pub fn accept() -> Verdict {
+        Verdict::Accept {
+            headers: String::new(),
+            mailbox: None,
+        }
+    }
+}
+
+/// Runs every inspection stage in order; the first refusal wins, and the
+/// headers of the stages that accept are added in order.
+pub async fn inspect(_server: &Server, _inbound: &Inbound<'_>, _body: &Body) -> Verdict {
+    // Stages (attachment scanner, spam filter, SPF/DKIM/DMARC) plug in here.
+    Verdict::accept()
+}
