@@ -4,10 +4,9 @@
 //! (RFC 3030).
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::rc::Rc;
 
-use async_io::Async;
 use futures_lite::future;
 
 use super::command::{self, Address, Command, Recipient};
@@ -56,14 +55,14 @@ enum Next {
     Close,
 }
 
-pub async fn run(server: Rc<Server>, tcp: Async<TcpStream>, peer: SocketAddr) {
+pub async fn run(server: Rc<Server>, stream: Stream, peer: SocketAddr) {
     let config = server.config();
     let mut s = Session {
         server,
         input: Input::new(INPUT_CAPACITY.max(config.limits.max_line_length)),
         config,
         peer,
-        stream: Stream::Plain(tcp),
+        stream,
         out: Output::new(),
         helo: None,
         esmtp: false,
@@ -570,7 +569,7 @@ impl Session {
             internal_date: chrono::Utc::now().timestamp(),
             targets,
         };
-        match self.server.writer.deliver(delivery).await {
+        match self.server.deliver(delivery).await {
             Ok(delivered) => {
                 log::info!(
                     "smtp {} from=<{}> size={size} rcpts={} stored={}",
