@@ -15,6 +15,7 @@
 //! - `blobs`: content hash -> [`BlobRow`] (reference count, size, precomputed
 //!   IMAP structure), shared by every local recipient of one message.
 //! - `chunks`: (content hash, index) -> at most [`CHUNK_SIZE`] bytes.
+//! - `expunged`: (mailbox id, modseq, uid) -> (), the expunge log.
 
 pub mod codec;
 pub mod content;
@@ -50,6 +51,9 @@ pub(crate) const MAILBOXES: TableDefinition<u64, &[u8]> = TableDefinition::new("
 pub(crate) const MESSAGES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("messages");
 pub(crate) const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
 pub(crate) const CHUNKS: TableDefinition<(&[u8; 32], u32), &[u8]> = TableDefinition::new("chunks");
+/// (mailbox, modseq, uid) of every expunge, so a client can learn what
+/// vanished since a mod-sequence (RFC 7162 QRESYNC).
+pub(crate) const EXPUNGED: TableDefinition<(u64, u64, u32), ()> = TableDefinition::new("expunged");
 
 /// Everything that can go wrong with the store, phrased for the operator.
 #[derive(Debug)]
@@ -436,6 +440,7 @@ impl Store {
             txn.open_table(MESSAGES)?;
             txn.open_table(BLOBS)?;
             txn.open_table(CHUNKS)?;
+            txn.open_table(EXPUNGED)?;
         }
         txn.commit()?;
         Ok(store)
