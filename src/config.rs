@@ -164,7 +164,7 @@ max_message_size = 26214400
 # Recipients of one message.
 max_recipients = 100
 # Commands in one session, and protocol errors before it is closed.
-max_commands = 1000
+max_commands = 10000
 max_errors = 10
 # Longest command line, in bytes including CRLF (RFC 5321 4.5.3.1.4: 512).
 max_line_length = 512
@@ -191,11 +191,12 @@ hash_concurrency = 1
 
 [store]
 path = "pimail.redb"
-# redb page cache in MiB.
-cache_size_mib = 32
+# redb page cache in MiB. Reads that miss it are served by the kernel's
+# page cache, so a small one costs little speed and keeps RSS low.
+cache_size_mib = 2
 # One group commit takes at most this many messages / bytes.
 batch_max_messages = 64
-batch_max_bytes = 4194304
+batch_max_bytes = 2097152
 # Save allocator state at every commit: a crash then needs no full-file
 # repair at the next start, at the cost of a second flush per commit.
 quick_repair = false
@@ -510,7 +511,7 @@ impl Config {
                 t,
                 "max_commands",
                 "limits.max_commands",
-                1000,
+                10_000,
                 10,
                 10_000_000,
             )? as usize,
@@ -576,7 +577,7 @@ impl Config {
         )?;
         let store = StoreConfig {
             path: resolve(r.string(t, "path", "store.path", "pimail.redb")?),
-            cache_size_mib: r.int(t, "cache_size_mib", "store.cache_size_mib", 32, 1, 1 << 20)?
+            cache_size_mib: r.int(t, "cache_size_mib", "store.cache_size_mib", 2, 1, 1 << 20)?
                 as usize,
             batch_max_messages: r.int(
                 t,
@@ -590,7 +591,7 @@ impl Config {
                 t,
                 "batch_max_bytes",
                 "store.batch_max_bytes",
-                4 << 20,
+                2 << 20,
                 1024,
                 1 << 32,
             )?,

@@ -379,7 +379,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            cache_bytes: 32 << 20,
+            cache_bytes: 2 << 20,
             quick_repair: false,
         }
     }
