@@ -36,8 +36,15 @@ pub struct Limits {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+pub struct Pop3 {
+    pub timeout: Duration,
+    pub login_delay: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Auth {
     pub allow_plaintext_on_loopback: bool,
+    pub failure_delay: Duration,
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub hash_concurrency: usize,
@@ -66,6 +73,7 @@ pub struct Config {
     pub tls_key: PathBuf,
     pub limits: Limits,
     pub auth: Auth,
+    pub pop3: Pop3,
     pub store: StoreConfig,
     pub log_level: String,
 }
@@ -182,12 +190,21 @@ shutdown_grace = 30
 [auth]
 # Allow AUTH/LOGIN without TLS for clients on 127.0.0.0/8 and ::1.
 allow_plaintext_on_loopback = {plaintext}
+# Milliseconds before answering a failed login, to slow password guessing.
+failure_delay_ms = 2000
 # Argon2id cost of stored password hashes: memory in KiB and passes. The
 # default (19 MiB, 2 passes: OWASP's minimum) suits a 512 MB board.
 argon2_memory_kib = 19456
 argon2_iterations = 2
 # Password hashes computed at once (each holds argon2_memory_kib).
 hash_concurrency = 1
+
+[pop3]
+# Seconds of inactivity before a session is closed (RFC 1939 3: at least 600).
+timeout = 600
+# Seconds a user must wait between two POP3 logins (advertised as
+# LOGIN-DELAY, RFC 2449 6.8); 0 for none.
+login_delay = 0
 
 [store]
 path = "pimail.redb"
@@ -360,6 +377,7 @@ impl Config {
             .parse()
             .map_err(|e: toml::de::Error| r.err("", e.to_string().trim_end().to_string()))?;
         const TOP: &[&str] = &[
+            "pop3",
             "hostname",
             "domains",
             "data_dir",
@@ -538,6 +556,7 @@ impl Config {
             "auth",
             &[
                 "allow_plaintext_on_loopback",
+                "failure_delay_ms",
                 "argon2_memory_kib",
                 "argon2_iterations",
                 "hash_concurrency",
@@ -550,6 +569,14 @@ impl Config {
                 "auth.allow_plaintext_on_loopback",
                 false,
             )?,
+            failure_delay: Duration::from_millis(r.int(
+                t,
+                "failure_delay_ms",
+                "auth.failure_delay_ms",
+                2000,
+                0,
+                60_000,
+            )?),
             argon2_memory_kib: r.int(
                 t,
                 "argon2_memory_kib",
@@ -562,6 +589,19 @@ impl Config {
                 as u32,
             hash_concurrency: r.int(t, "hash_concurrency", "auth.hash_concurrency", 1, 1, 64)?
                 as usize,
+        };
+
+        let t = r.table(&root, "pop3", &["timeout", "login_delay"])?;
+        let pop3 = Pop3 {
+            timeout: Duration::from_secs(r.int(t, "timeout", "pop3.timeout", 600, 10, 86400)?),
+            login_delay: Duration::from_secs(r.int(
+                t,
+                "login_delay",
+                "pop3.login_delay",
+                0,
+                0,
+                86400,
+            )?),
         };
 
         let t = r.table(
@@ -609,6 +649,7 @@ impl Config {
             tls_key,
             limits,
             auth,
+            pop3,
             store,
             log_level,
         })

@@ -40,6 +40,10 @@ pub struct Server {
     /// watch mailboxes (IMAP IDLE) wait on `change`.
     generation: Cell<u64>,
     change: event_listener::Event,
+    /// Users with an open POP3 session (RFC 2449 [IN-USE]), and when each
+    /// last logged in over POP3 (LOGIN-DELAY).
+    pop3_sessions: RefCell<std::collections::HashSet<String>>,
+    pop3_logins: RefCell<HashMap<String, Instant>>,
 }
 
 impl Server {
@@ -119,6 +123,28 @@ impl Server {
             self.notify_change();
         }
         r
+    }
+
+    /// Takes the POP3 maildrop lock of `user`; false if another session has it.
+    pub fn pop3_lock(&self, user: &str) -> bool {
+        self.pop3_sessions.borrow_mut().insert(user.to_string())
+    }
+
+    pub fn pop3_unlock(&self, user: &str) {
+        self.pop3_sessions.borrow_mut().remove(user);
+    }
+
+    /// Records a POP3 login, or says how long to wait under LOGIN-DELAY.
+    pub fn pop3_login_too_soon(&self, user: &str, delay: Duration) -> Option<Duration> {
+        let mut logins = self.pop3_logins.borrow_mut();
+        if let Some(wait) = crate::pop3::session::too_soon(logins.get(user).copied(), delay) {
+            return Some(wait);
+        }
+        if logins.len() > 10_000 {
+            logins.retain(|_, at| at.elapsed() < delay);
+        }
+        logins.insert(user.to_string(), Instant::now());
+        None
     }
 
     pub fn connections(&self) -> usize {
@@ -278,6 +304,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         auth,
         generation: Cell::new(0),
         change: event_listener::Event::new(),
+        pop3_sessions: RefCell::new(std::collections::HashSet::new()),
+        pop3_logins: RefCell::new(HashMap::new()),
     });
 
     let ex = Rc::new(LocalExecutor::new());
@@ -380,7 +408,7 @@ impl Service {
     }
 
     fn implemented(self) -> bool {
-        matches!(self, Service::Smtp)
+        matches!(self, Service::Smtp | Service::Pop3 | Service::Pop3s)
     }
 }
 
@@ -424,13 +452,11 @@ async fn accept_loop(
             }
             match service {
                 Service::Smtp => crate::smtp::session::run(server, stream, peer).await,
+                Service::Pop3 | Service::Pop3s => {
+                    crate::pop3::session::run(server, stream, peer).await
+                }
                 // Not bound until implemented (see `Service::implemented`).
-                Service::Submission
-                | Service::Submissions
-                | Service::Imap
-                | Service::Imaps
-                | Service::Pop3
-                | Service::Pop3s => {}
+                Service::Submission | Service::Submissions | Service::Imap | Service::Imaps => {}
             }
         })
         .detach();

@@ -635,6 +635,15 @@ impl Store {
         })
     }
 
+    /// One chunk of a blob, in its own short read transaction, so a slow
+    /// client never holds a snapshot open (which would keep the writer from
+    /// reusing pages).
+    pub fn chunk(&self, id: &BlobId, index: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.begin_read()?;
+        let chunks = txn.open_table(CHUNKS)?;
+        Ok(chunks.get((id, index))?.map(|c| c.value().to_vec()))
+    }
+
     /// Streams a blob's content, one chunk at a time, to `sink`; the message
     /// is never held whole in memory.
     pub fn read_blob(
