@@ -45,6 +45,8 @@ pub struct Pop3 {
 pub struct Auth {
     pub allow_plaintext_on_loopback: bool,
     pub failure_delay: Duration,
+    pub max_failures_per_ip: u32,
+    pub failure_window: Duration,
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub hash_concurrency: usize,
@@ -192,6 +194,10 @@ shutdown_grace = 30
 allow_plaintext_on_loopback = {plaintext}
 # Milliseconds before answering a failed login, to slow password guessing.
 failure_delay_ms = 2000
+# After this many failed logins from one address, further attempts from it
+# are refused until failure_window seconds pass without one.
+max_failures_per_ip = 10
+failure_window = 3600
 # Argon2id cost of stored password hashes: memory in KiB and passes. The
 # default (19 MiB, 2 passes: OWASP's minimum) suits a 512 MB board.
 argon2_memory_kib = 19456
@@ -557,6 +563,8 @@ impl Config {
             &[
                 "allow_plaintext_on_loopback",
                 "failure_delay_ms",
+                "max_failures_per_ip",
+                "failure_window",
                 "argon2_memory_kib",
                 "argon2_iterations",
                 "hash_concurrency",
@@ -569,6 +577,22 @@ impl Config {
                 "auth.allow_plaintext_on_loopback",
                 false,
             )?,
+            max_failures_per_ip: r.int(
+                t,
+                "max_failures_per_ip",
+                "auth.max_failures_per_ip",
+                10,
+                1,
+                1_000_000,
+            )? as u32,
+            failure_window: Duration::from_secs(r.int(
+                t,
+                "failure_window",
+                "auth.failure_window",
+                3600,
+                1,
+                86400 * 30,
+            )?),
             failure_delay: Duration::from_millis(r.int(
                 t,
                 "failure_delay_ms",

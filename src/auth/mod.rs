@@ -27,6 +27,8 @@ pub struct Authenticator {
     gate: smol::lock::Semaphore,
     key: [u8; 32],
     cache: RefCell<HashMap<[u8; 32], Instant>>,
+    /// Failed logins per client address: count and time of the last one.
+    failures: RefCell<HashMap<std::net::IpAddr, (u32, Instant)>>,
 }
 
 impl Authenticator {
@@ -40,6 +42,34 @@ impl Authenticator {
             gate: smol::lock::Semaphore::new(config.auth.hash_concurrency.max(1)),
             key,
             cache: RefCell::new(HashMap::new()),
+            failures: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a failed login from `ip`.
+    pub fn note_failure(&self, ip: std::net::IpAddr) {
+        let mut f = self.failures.borrow_mut();
+        if f.len() >= 10_000 {
+            f.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(3600));
+        }
+        let e = f.entry(ip).or_insert((0, Instant::now()));
+        e.0 += 1;
+        e.1 = Instant::now();
+    }
+
+    /// Has `ip` failed `auth.max_failures_per_ip` times, the last one less
+    /// than `auth.failure_window` ago?
+    pub fn blocked(&self, ip: std::net::IpAddr, config: &Config) -> bool {
+        let mut f = self.failures.borrow_mut();
+        match f.get(&ip) {
+            Some((n, at)) if at.elapsed() < config.auth.failure_window => {
+                *n >= config.auth.max_failures_per_ip
+            }
+            Some(_) => {
+                f.remove(&ip);
+                false
+            }
+            None => false,
         }
     }
 

@@ -44,6 +44,8 @@ pub struct Server {
     /// last logged in over POP3 (LOGIN-DELAY).
     pop3_sessions: RefCell<std::collections::HashSet<String>>,
     pop3_logins: RefCell<HashMap<String, Instant>>,
+    /// Wakes the outbound queue runner when mail was queued.
+    queue_wake: event_listener::Event,
 }
 
 impl Server {
@@ -145,6 +147,17 @@ impl Server {
         }
         logins.insert(user.to_string(), Instant::now());
         None
+    }
+
+    /// Tells the queue runner that new mail is waiting.
+    pub fn wake_queue(&self) {
+        self.queue_wake.notify(usize::MAX);
+    }
+
+    /// A listener for [`Server::wake_queue`]; create it before checking
+    /// the queue so no wake-up is missed.
+    pub fn queue_listener(&self) -> event_listener::EventListener {
+        self.queue_wake.listen()
     }
 
     pub fn connections(&self) -> usize {
@@ -306,6 +319,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         change: event_listener::Event::new(),
         pop3_sessions: RefCell::new(std::collections::HashSet::new()),
         pop3_logins: RefCell::new(HashMap::new()),
+        queue_wake: event_listener::Event::new(),
     });
 
     let ex = Rc::new(LocalExecutor::new());
@@ -408,7 +422,14 @@ impl Service {
     }
 
     fn implemented(self) -> bool {
-        matches!(self, Service::Smtp | Service::Pop3 | Service::Pop3s)
+        matches!(
+            self,
+            Service::Smtp
+                | Service::Submission
+                | Service::Submissions
+                | Service::Pop3
+                | Service::Pop3s
+        )
     }
 }
 
@@ -451,12 +472,15 @@ async fn accept_loop(
                 }
             }
             match service {
-                Service::Smtp => crate::smtp::session::run(server, stream, peer).await,
+                Service::Smtp => crate::smtp::session::run(server, stream, peer, false).await,
+                Service::Submission | Service::Submissions => {
+                    crate::smtp::session::run(server, stream, peer, true).await
+                }
                 Service::Pop3 | Service::Pop3s => {
                     crate::pop3::session::run(server, stream, peer).await
                 }
                 // Not bound until implemented (see `Service::implemented`).
-                Service::Submission | Service::Submissions | Service::Imap | Service::Imaps => {}
+                Service::Imap | Service::Imaps => {}
             }
         })
         .detach();

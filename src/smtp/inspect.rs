@@ -20,6 +20,8 @@ pub struct Inbound<'a> {
     /// Local accounts it is for.
     pub users: &'a [String],
     pub tls: bool,
+    /// The submitting account, on the submission ports.
+    pub authenticated: Option<&'a str>,
 }
 
 /// The decision on one message.

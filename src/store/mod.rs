@@ -16,10 +16,13 @@
 //!   IMAP structure), shared by every local recipient of one message.
 //! - `chunks`: (content hash, index) -> at most [`CHUNK_SIZE`] bytes.
 //! - `expunged`: (mailbox id, modseq, uid) -> (), the expunge log.
+//! - `queue`, `queue_due`: outbound recipients and their next attempt
+//!   ([`queue`]).
 
 pub mod codec;
 pub mod content;
 pub mod ops;
+pub mod queue;
 pub mod writer;
 
 use std::fmt;
@@ -441,6 +444,8 @@ impl Store {
             txn.open_table(BLOBS)?;
             txn.open_table(CHUNKS)?;
             txn.open_table(EXPUNGED)?;
+            txn.open_table(queue::QUEUE)?;
+            txn.open_table(queue::QUEUE_DUE)?;
         }
         txn.commit()?;
         Ok(store)

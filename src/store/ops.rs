@@ -311,6 +311,8 @@ pub struct DeliveryTarget {
 
 /// A message to store: its content (as chunks) once, and one copy per target.
 pub struct Delivery {
+    /// Remote recipients to queue in the same transaction.
+    pub queue: Vec<super::queue::Outbound>,
     pub blob: BlobId,
     pub content: super::content::Content,
     pub size: u64,
@@ -344,7 +346,20 @@ pub fn deliver(txn: &WriteTransaction, delivery: &Delivery) -> Result<Vec<Delive
             resolved.push((id, t.flags));
         }
     }
-    store_blob(txn, delivery, resolved.len() as u32)?;
+    store_blob(
+        txn,
+        delivery,
+        (resolved.len() + delivery.queue.len()) as u32,
+    )?;
+    if !delivery.queue.is_empty() {
+        super::queue::enqueue(
+            txn,
+            &delivery.blob,
+            delivery.size,
+            delivery.internal_date,
+            &delivery.queue,
+        )?;
+    }
     let mut out = Vec::with_capacity(resolved.len());
     let mut boxes = txn.open_table(MAILBOXES)?;
     let mut messages = txn.open_table(MESSAGES)?;
@@ -474,6 +489,7 @@ mod tests {
     fn delivery(content: &[u8], targets: &[(&str, &str)]) -> Delivery {
         use sha2::Digest;
         Delivery {
+            queue: Vec::new(),
             blob: sha2::Sha256::digest(content).into(),
             content: super::super::content::Content::from_chunks(
                 content.chunks(CHUNK_SIZE).map(<[u8]>::to_vec).collect(),
