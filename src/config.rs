@@ -36,6 +36,29 @@ pub struct Limits {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+pub struct Relay {
+    /// (host, port) of the smarthost all outbound mail goes through.
+    pub smarthost: Option<(String, u16)>,
+    /// "starttls", "implicit" or "none".
+    pub smarthost_tls: String,
+    pub smarthost_credentials: Option<(String, String)>,
+    pub require_tls: bool,
+    pub require_tls_domains: Vec<String>,
+    pub mx_port: u16,
+    pub dns_servers: Vec<SocketAddr>,
+    pub ca_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queue {
+    /// Seconds to wait after the 1st, 2nd... failed attempt; the last value
+    /// repeats.
+    pub retry_schedule: Vec<u64>,
+    pub max_age: Duration,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Pop3 {
     pub timeout: Duration,
     pub login_delay: Duration,
@@ -76,6 +99,8 @@ pub struct Config {
     pub limits: Limits,
     pub auth: Auth,
     pub pop3: Pop3,
+    pub relay: Relay,
+    pub queue: Queue,
     pub store: StoreConfig,
     pub log_level: String,
 }
@@ -204,6 +229,34 @@ argon2_memory_kib = 19456
 argon2_iterations = 2
 # Password hashes computed at once (each holds argon2_memory_kib).
 hash_concurrency = 1
+
+[relay]
+# Outbound mail goes straight to each domain's MX unless a smarthost is set:
+# "host:port" (e.g. your ISP's or mail provider's submission server).
+smarthost = ""
+# How to talk to the smarthost: "starttls" (required, certificate checked),
+# "implicit" (TLS from the start, port 465) or "none".
+smarthost_tls = "starttls"
+smarthost_user = ""
+smarthost_password = ""
+# MX delivery uses STARTTLS when offered; require it (with a checked
+# certificate) everywhere, or for these domains only.
+require_tls = false
+require_tls_domains = []
+# Port of MX hosts (25; only tests change it).
+mx_port = 25
+# DNS servers as "IP:port"; empty: those of /etc/resolv.conf.
+dns_servers = []
+# Certificate authorities for checked TLS.
+ca_file = "/etc/ssl/certs/ca-certificates.crt"
+
+[queue]
+# Seconds between attempts after each failure; the last repeats.
+retry_schedule = [300, 900, 1800, 3600, 7200, 14400]
+# Seconds after which undeliverable mail bounces (5 days).
+max_age = 432000
+# Destination domains delivered to at once.
+max_connections = 10
 
 [pop3]
 # Seconds of inactivity before a session is closed (RFC 1939 3: at least 600).
@@ -384,6 +437,8 @@ impl Config {
             .map_err(|e: toml::de::Error| r.err("", e.to_string().trim_end().to_string()))?;
         const TOP: &[&str] = &[
             "pop3",
+            "relay",
+            "queue",
             "hostname",
             "domains",
             "data_dir",
@@ -615,6 +670,119 @@ impl Config {
                 as usize,
         };
 
+        let t = r.table(
+            &root,
+            "relay",
+            &[
+                "smarthost",
+                "smarthost_tls",
+                "smarthost_user",
+                "smarthost_password",
+                "require_tls",
+                "require_tls_domains",
+                "mx_port",
+                "dns_servers",
+                "ca_file",
+            ],
+        )?;
+        let smarthost_text = r.string(t, "smarthost", "relay.smarthost", "")?;
+        let smarthost = if smarthost_text.is_empty() {
+            None
+        } else {
+            let bad = || {
+                r.err("relay.smarthost", format!("expected \"host:port\" like \"smtp.example.net:587\", found {smarthost_text:?}"))
+            };
+            let (host, port) = smarthost_text.rsplit_once(':').ok_or_else(bad)?;
+            let port: u16 = port.parse().map_err(|_| bad())?;
+            if host.is_empty() {
+                return Err(bad());
+            }
+            Some((
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+                port,
+            ))
+        };
+        let smarthost_tls = r.string(t, "smarthost_tls", "relay.smarthost_tls", "starttls")?;
+        if !["starttls", "implicit", "none"].contains(&smarthost_tls.as_str()) {
+            return Err(r.err(
+                "relay.smarthost_tls",
+                format!("expected \"starttls\", \"implicit\" or \"none\", found {smarthost_tls:?}"),
+            ));
+        }
+        let user = r.string(t, "smarthost_user", "relay.smarthost_user", "")?;
+        let password = r.string(t, "smarthost_password", "relay.smarthost_password", "")?;
+        let dns_servers = r
+            .strings(t, "dns_servers", "relay.dns_servers", &[])?
+            .iter()
+            .map(|s| {
+                s.parse().map_err(|_| {
+                    r.err(
+                        "relay.dns_servers",
+                        format!("expected \"IP:port\" like \"127.0.0.1:53\", found {s:?}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<SocketAddr>, _>>()?;
+        let relay = Relay {
+            smarthost,
+            smarthost_tls,
+            smarthost_credentials: (!user.is_empty()).then_some((user, password)),
+            require_tls: r.boolean(t, "require_tls", "relay.require_tls", false)?,
+            require_tls_domains: r.strings(
+                t,
+                "require_tls_domains",
+                "relay.require_tls_domains",
+                &[],
+            )?,
+            mx_port: r.int(t, "mx_port", "relay.mx_port", 25, 1, 65535)? as u16,
+            dns_servers,
+            ca_file: PathBuf::from(r.string(
+                t,
+                "ca_file",
+                "relay.ca_file",
+                "/etc/ssl/certs/ca-certificates.crt",
+            )?),
+        };
+        let t = r.table(
+            &root,
+            "queue",
+            &["retry_schedule", "max_age", "max_connections"],
+        )?;
+        let retry_schedule = match t.and_then(|t| t.get("retry_schedule")) {
+            None => vec![300, 900, 1800, 3600, 7200, 14400],
+            Some(Value::Array(a)) if !a.is_empty() => a
+                .iter()
+                .map(|v| match v {
+                    Value::Integer(i) if *i >= 1 => Ok(*i as u64),
+                    _ => Err(r.err(
+                        "queue.retry_schedule",
+                        "expected a list of positive integers (seconds)",
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(r.err(
+                    "queue.retry_schedule",
+                    "expected a non-empty list of positive integers (seconds)",
+                ));
+            }
+        };
+        let queue = Queue {
+            retry_schedule,
+            max_age: Duration::from_secs(r.int(
+                t,
+                "max_age",
+                "queue.max_age",
+                432_000,
+                60,
+                86400 * 60,
+            )?),
+            max_connections: r.int(t, "max_connections", "queue.max_connections", 10, 1, 1000)?
+                as usize,
+        };
+
         let t = r.table(&root, "pop3", &["timeout", "login_delay"])?;
         let pop3 = Pop3 {
             timeout: Duration::from_secs(r.int(t, "timeout", "pop3.timeout", 600, 10, 86400)?),
@@ -674,6 +842,8 @@ impl Config {
             limits,
             auth,
             pop3,
+            relay,
+            queue,
             store,
             log_level,
         })

@@ -331,6 +331,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         }
         ex.spawn(control::serve(ex.clone(), server.clone(), control))
             .detach();
+        ex.spawn(crate::outbound::runner::run(ex.clone(), server.clone()))
+            .detach();
         crate::systemd::notify_ready();
         log::info!("pimail ready (pid {})", std::process::id());
         while let Some(sig) = signals.next().await {
