@@ -11,5 +11,6 @@ pub mod config;
 pub mod message;
 pub mod server;
 pub mod smtp;
+pub mod spam;
 pub mod store;
 pub mod systemd;

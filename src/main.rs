@@ -2,7 +2,7 @@
 
 #![forbid(unsafe_code)]
 
-use pimail::{admin, auth, config, server, store};
+use pimail::{admin, auth, config, server, spam, store};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,6 +30,7 @@ enum Command {
     User(UserArgs),
     Alias(AliasArgs),
     Message(MessageArgs),
+    Spam(spam::cli::SpamArgs),
 }
 
 /// create a data directory: config file, store and a self-signed certificate
@@ -372,6 +373,10 @@ fn run(command: Command) -> Result<(), Failure> {
             }
             AliasCommand::List(a) => admin_request(&load(a.config.as_deref())?, Request::AliasList),
         },
+        Command::Spam(a) => {
+            let stdout = std::io::stdout();
+            spam::cli::run(a, &mut stdout.lock()).map_err(|(code, msg)| Failure(code, msg))
+        }
         Command::Message(m) => match m.command {
             MessageCommand::List(a) => {
                 let config = load(a.config.as_deref())?;
