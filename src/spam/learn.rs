@@ -297,3 +297,136 @@ pub fn on_transfer(
     }
     train_message(txn, settings, user, blob, class).map(Some)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spam::db::{self, GLOBAL};
+    use redb::ReadableTableMetadata;
+    use crate::store::ops::{self, Delivery, DeliveryTarget};
+    use crate::store::tests::temp_store;
+    use crate::store::{Store, content::Content};
+
+    const USER: &str = "a@example.org";
+
+    fn deliver(store: &Store, body: &str) -> BlobId {
+        use sha2::Digest;
+        let bytes = body.as_bytes().to_vec();
+        let blob: BlobId = sha2::Sha256::digest(&bytes).into();
+        store
+            .write(|t| {
+                ops::deliver(
+                    t,
+                    &Delivery {
+                        blob,
+                        size: bytes.len() as u64,
+                        content: Content::from_chunks(vec![bytes.clone()]),
+                        meta: vec![],
+                        internal_date: 0,
+                        targets: vec![DeliveryTarget {
+                            user: USER.into(),
+                            mailbox: "INBOX".into(),
+                            flags: 0,
+                        }],
+                    },
+                )
+            })
+            .unwrap();
+        blob
+    }
+
+    fn counts(store: &Store, scope: &str, token: &str) -> (Counts, Counts) {
+        let txn = store.begin_read().unwrap();
+        let msgs = db::message_counts(&txn, scope).unwrap();
+        let tok = db::read_table(&txn, TOKENS)
+            .unwrap()
+            .and_then(|t| t.get(token_key(scope, token).as_str()).unwrap())
+            .map(|v| Counts::unpack(v.value()))
+            .unwrap_or_default();
+        (msgs, tok)
+    }
+
+    #[test]
+    fn moves_train_once_and_moving_out_of_junk_corrects() {
+        let (store, dir) = temp_store("spam-learn");
+        store
+            .write(|t| ops::add_account(t, USER, "h", 1))
+            .unwrap();
+        let blob = deliver(&store, "Subject: cheap pills\r\n\r\nviagra offer\r\n");
+        let s = Settings::default();
+        let xfer = |from, to| {
+            store
+                .write(|t| on_transfer(t, &s, USER, &blob, from, to))
+                .unwrap()
+        };
+        use SpecialUse::{Archive, Junk, None as Plain, Trash};
+        // INBOX -> Junk: spam.
+        assert_eq!(xfer(Plain, Junk), Some(Learned::Trained));
+        let one_spam = Counts { spam: 1, ham: 0 };
+        assert_eq!(counts(&store, GLOBAL, "viagra"), (one_spam, one_spam));
+        // Copied into Junk again: never counted twice.
+        assert_eq!(xfer(Archive, Junk), Some(Learned::Unchanged));
+        assert_eq!(counts(&store, GLOBAL, "subj:cheap"), (one_spam, one_spam));
+        // Junk -> Trash teaches nothing; moves between other mailboxes neither.
+        assert_eq!(xfer(Junk, Trash), None);
+        assert_eq!(xfer(Plain, Archive), None);
+        // Junk -> INBOX: the spam training is undone, ham counted instead.
+        assert_eq!(xfer(Junk, Plain), Some(Learned::Corrected));
+        let one_ham = Counts { spam: 0, ham: 1 };
+        assert_eq!(counts(&store, GLOBAL, "viagra"), (one_ham, one_ham));
+        // Untraining removes it completely, tokens included.
+        let out = store
+            .write(|t| untrain_message(t, &s, USER, &blob))
+            .unwrap();
+        assert_eq!(out, Learned::Untrained);
+        assert_eq!(
+            counts(&store, GLOBAL, "viagra"),
+            (Counts::default(), Counts::default())
+        );
+        let txn = store.begin_read().unwrap();
+        assert_eq!(
+            db::read_table(&txn, TOKENS).unwrap().unwrap().len().unwrap(),
+            0
+        );
+        drop(txn);
+        let out = store
+            .write(|t| untrain_message(t, &s, USER, &blob))
+            .unwrap();
+        assert_eq!(out, Learned::NotTrained);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn per_user_scope_is_counted_and_undone() {
+        let (store, dir) = temp_store("spam-peruser");
+        store
+            .write(|t| ops::add_account(t, USER, "h", 1))
+            .unwrap();
+        let blob = deliver(&store, "Subject: hello\r\n\r\nlunch tomorrow\r\n");
+        let s = Settings {
+            per_user: true,
+            ..Settings::default()
+        };
+        store
+            .write(|t| train_message(t, &s, USER, &blob, Class::Ham))
+            .unwrap();
+        let one_ham = Counts { spam: 0, ham: 1 };
+        assert_eq!(counts(&store, USER, "lunch"), (one_ham, one_ham));
+        assert_eq!(counts(&store, GLOBAL, "lunch"), (one_ham, one_ham));
+        // Switching per_user off later still undoes the user's counts.
+        let off = Settings::default();
+        store
+            .write(|t| train_message(t, &off, USER, &blob, Class::Spam))
+            .unwrap();
+        assert_eq!(
+            counts(&store, USER, "lunch"),
+            (Counts::default(), Counts::default())
+        );
+        let one_spam = Counts { spam: 1, ham: 0 };
+        assert_eq!(counts(&store, GLOBAL, "lunch"), (one_spam, one_spam));
+        // A missing blob is an error, not a silent no-op.
+        let err = store.write(|t| train_message(t, &s, USER, &[9; 32], Class::Spam));
+        assert!(matches!(err, Err(StoreError::NotFound(_))));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
