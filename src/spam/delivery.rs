@@ -21,7 +21,8 @@ pub const JUNK: &str = "Junk";
 /// The spam stage; `Verdict::accept()` when the filter is off or not yet
 /// trained.
 pub async fn stage(store: &Arc<Store>, settings: &Settings, inbound: &Inbound<'_>, body: &Body) -> Verdict {
-    if !settings.enabled {
+    // Mail for no local account (relayed) is not filed anywhere here.
+    if !settings.enabled || inbound.users.is_empty() {
         return Verdict::accept();
     }
     let mut bytes = Vec::with_capacity((body.size as usize).min(settings.max_bytes));

@@ -13,7 +13,10 @@
 //!   tokens; attachments give their type (`mime:`) and file extension
 //!   (`ext:`).
 //!
-//! Words are lowercased; pure numbers (dates, ids) are dropped, words of
+//! Words keep their case, as bogofilter's do ("FREE" and "free" are
+//! different evidence: on the SpamAssassin corpus folding case raised false
+//! negatives from 3 to 6); host names are lowercased. Pure numbers (dates,
+//! ids) are dropped, words of
 //! more than [`MAX_TOKEN_CHARS`] characters become `skip:C N` (first
 //! character, length in tens) as SpamBayes does, so a random string tells
 //! "long junk was here" without filling the database. Each token counts
@@ -129,9 +132,7 @@ fn word_token(prefix: &str, raw: &str) -> Option<String> {
     }
     let mut t = String::with_capacity(prefix.len() + w.len());
     t.push_str(prefix);
-    for c in w.chars() {
-        t.extend(c.to_lowercase());
-    }
+    t.push_str(w);
     Some(t)
 }
 
@@ -452,9 +453,9 @@ Content-Transfer-Encoding: quoted-printable\r\n\r\n\
 Buy NOW caf=E9 prices $99 only 1234567 !!!\r\n";
         let t = tokenize(msg, 1000);
         for want in [
-            "subj:free",
-            "subj:viagra",
-            "from:cheap",
+            "subj:FREE",
+            "subj:Viagra",
+            "from:Cheap",
             "from:offers",
             "from:mail.pharma.example.biz",
             "from:example.biz",
@@ -464,8 +465,8 @@ Buy NOW caf=E9 prices $99 only 1234567 !!!\r\n";
             "ct:text/plain",
             "ct:charset:iso-8859-1",
             "hdr:subject",
-            "buy",
-            "now",
+            "Buy",
+            "NOW",
             "café",
             "prices",
             "$99",
@@ -485,8 +486,8 @@ Buy NOW caf=E9 prices $99 only 1234567 !!!\r\n";
 <img src='https://cdn.example.org/a.gif'></body></html>\r\n";
         let t = tokenize(msg, 1000);
         for want in [
-            "click",
-            "here",
+            "Click",
+            "HERE",
             "now",
             "tag:font",
             "tag:img",
