@@ -825,7 +825,11 @@ mod tests {
                 "auth.allow_plaintext_on_loopback",
                 "true or false",
             ),
-            ("[spam]\nspam_cutoff = 1.5\n", "spam.spam_cutoff", "from 0 to 1"),
+            (
+                "[spam]\nspam_cutoff = 1.5\n",
+                "spam.spam_cutoff",
+                "from 0 to 1",
+            ),
             (
                 "[spam]\nham_cutoff = 0.995\n",
                 "spam.ham_cutoff",

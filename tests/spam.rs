@@ -64,7 +64,11 @@ fn trained_filter_files_spam_into_junk_and_ham_into_inbox() {
     std::fs::write(&probe, spam(99)).unwrap();
     let out = ok(&inst.cli(&["spam", "classify", &probe.display().to_string()]));
     let fields: Vec<&str> = out.split_whitespace().collect();
-    assert_eq!(fields[..2], [probe.display().to_string().as_str(), "spam"], "{out}");
+    assert_eq!(
+        fields[..2],
+        [probe.display().to_string().as_str(), "spam"],
+        "{out}"
+    );
     assert!(fields[2].parse::<f64>().unwrap() > 0.99, "{out}");
 
     // A usage error exits 2.
@@ -74,7 +78,11 @@ fn trained_filter_files_spam_into_junk_and_ham_into_inbox() {
     inst.start();
     let mut c = Smtp::connect(inst.smtp_addr());
     c.expect("EHLO client.example", 250);
-    let (code, text) = c.send_mail("promo@lucky-prizes.example.biz", &[USER], spam(100).as_bytes());
+    let (code, text) = c.send_mail(
+        "promo@lucky-prizes.example.biz",
+        &[USER],
+        spam(100).as_bytes(),
+    );
     assert_eq!(code, 250, "{text}");
     let (code, text) = c.send_mail("bob@colleagues.example.org", &[USER], ham(100).as_bytes());
     assert_eq!(code, 250, "{text}");
@@ -95,7 +103,11 @@ fn trained_filter_files_spam_into_junk_and_ham_into_inbox() {
 
     // Refusal at end-of-data, switched on by a config reload.
     let text = std::fs::read_to_string(&inst.config).unwrap();
-    std::fs::write(&inst.config, text.replace("refuse = false", "refuse = true")).unwrap();
+    std::fs::write(
+        &inst.config,
+        text.replace("refuse = false", "refuse = true"),
+    )
+    .unwrap();
     inst.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !inst.log().contains("reloaded") {
@@ -104,7 +116,11 @@ fn trained_filter_files_spam_into_junk_and_ham_into_inbox() {
     }
     let mut c = Smtp::connect(inst.smtp_addr());
     c.expect("EHLO client.example", 250);
-    let (code, text) = c.send_mail("promo@lucky-prizes.example.biz", &[USER], spam(101).as_bytes());
+    let (code, text) = c.send_mail(
+        "promo@lucky-prizes.example.biz",
+        &[USER],
+        spam(101).as_bytes(),
+    );
     assert_eq!(code, 550, "{text}");
     assert!(text.starts_with("5.7.1"), "{text}");
     assert_eq!(inst.uids(USER, "Junk"), vec![1]);
@@ -133,5 +149,8 @@ fn separate_database_file_and_untrain() {
     let out = run(&["spam", "untrain", "--db", &db, &s]);
     assert!(out.contains("untrained 3"), "{out}");
     let out = run(&["spam", "stats", "--db", &db]);
-    assert!(out.contains("0 spam, 0 ham") && out.contains("tokens: 0"), "{out}");
+    assert!(
+        out.contains("0 spam, 0 ham") && out.contains("tokens: 0"),
+        "{out}"
+    );
 }

@@ -53,7 +53,10 @@ pub async fn inspect(server: &Server, inbound: &Inbound<'_>, body: &Body) -> Ver
     let spam_settings = server.config().spam.clone();
     match crate::spam::delivery::stage(&server.store, &spam_settings, inbound, body).await {
         Verdict::Reject(reply) => return Verdict::Reject(reply),
-        Verdict::Accept { headers: h, mailbox: m } => {
+        Verdict::Accept {
+            headers: h,
+            mailbox: m,
+        } => {
             headers.push_str(&h);
             mailbox = mailbox.or(m);
         }

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use argh::FromArgs;
-use redb::{ReadableTableMetadata, ReadableTable};
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::Settings;
 use super::classify;
@@ -141,7 +141,9 @@ fn need_paths(cmd: &str, paths: &[PathBuf]) -> Result<(), Failure> {
     if paths.is_empty() {
         return Err((
             2,
-            format!("spam {cmd}: give at least one PATH (a message file, a directory, a Maildir or an mbox)"),
+            format!(
+                "spam {cmd}: give at least one PATH (a message file, a directory, a Maildir or an mbox)"
+            ),
         ));
     }
     Ok(())

@@ -20,7 +20,12 @@ pub const JUNK: &str = "Junk";
 
 /// The spam stage; `Verdict::accept()` when the filter is off or not yet
 /// trained.
-pub async fn stage(store: &Arc<Store>, settings: &Settings, inbound: &Inbound<'_>, body: &Body) -> Verdict {
+pub async fn stage(
+    store: &Arc<Store>,
+    settings: &Settings,
+    inbound: &Inbound<'_>,
+    body: &Body,
+) -> Verdict {
     // Mail for no local account (relayed) is not filed anywhere here.
     if !settings.enabled || inbound.users.is_empty() {
         return Verdict::accept();
@@ -164,7 +169,9 @@ mod tests {
         let v = verdict(&s, &score(0.999, Judgement::Spam));
         assert!(matches!(v, Verdict::Accept { mailbox: Some(ref m), .. } if m == JUNK));
         let v = verdict(&s, &score(0.6, Judgement::Unsure));
-        assert!(matches!(v, Verdict::Accept { mailbox: None, ref headers } if headers.contains("Unsure")));
+        assert!(
+            matches!(v, Verdict::Accept { mailbox: None, ref headers } if headers.contains("Unsure"))
+        );
         s.refuse = true;
         let v = verdict(&s, &score(0.99995, Judgement::Spam));
         assert!(matches!(v, Verdict::Reject(ref r) if r.starts_with("550 5.7.1")));

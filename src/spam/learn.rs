@@ -264,12 +264,20 @@ fn change(
     want: Option<Class>,
 ) -> Result<Learned, StoreError> {
     let mut deltas = Deltas::default();
-    let outcome = learn(txn, &mut deltas, user, blob, want, settings.per_user, || {
-        Ok(tokenize(
-            &read_blob(txn, blob, settings.max_bytes)?,
-            settings.max_tokens,
-        ))
-    })?;
+    let outcome = learn(
+        txn,
+        &mut deltas,
+        user,
+        blob,
+        want,
+        settings.per_user,
+        || {
+            Ok(tokenize(
+                &read_blob(txn, blob, settings.max_bytes)?,
+                settings.max_tokens,
+            ))
+        },
+    )?;
     deltas.apply(txn)?;
     Ok(outcome)
 }
@@ -302,10 +310,10 @@ pub fn on_transfer(
 mod tests {
     use super::*;
     use crate::spam::db::{self, GLOBAL};
-    use redb::ReadableTableMetadata;
     use crate::store::ops::{self, Delivery, DeliveryTarget};
     use crate::store::tests::temp_store;
     use crate::store::{Store, content::Content};
+    use redb::ReadableTableMetadata;
 
     const USER: &str = "a@example.org";
 
@@ -349,9 +357,7 @@ mod tests {
     #[test]
     fn moves_train_once_and_moving_out_of_junk_corrects() {
         let (store, dir) = temp_store("spam-learn");
-        store
-            .write(|t| ops::add_account(t, USER, "h", 1))
-            .unwrap();
+        store.write(|t| ops::add_account(t, USER, "h", 1)).unwrap();
         let blob = deliver(&store, "Subject: cheap pills\r\n\r\nviagra offer\r\n");
         let s = Settings::default();
         let xfer = |from, to| {
@@ -385,7 +391,11 @@ mod tests {
         );
         let txn = store.begin_read().unwrap();
         assert_eq!(
-            db::read_table(&txn, TOKENS).unwrap().unwrap().len().unwrap(),
+            db::read_table(&txn, TOKENS)
+                .unwrap()
+                .unwrap()
+                .len()
+                .unwrap(),
             0
         );
         drop(txn);
@@ -399,9 +409,7 @@ mod tests {
     #[test]
     fn per_user_scope_is_counted_and_undone() {
         let (store, dir) = temp_store("spam-peruser");
-        store
-            .write(|t| ops::add_account(t, USER, "h", 1))
-            .unwrap();
+        store.write(|t| ops::add_account(t, USER, "h", 1)).unwrap();
         let blob = deliver(&store, "Subject: hello\r\n\r\nlunch tomorrow\r\n");
         let s = Settings {
             per_user: true,

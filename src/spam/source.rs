@@ -200,11 +200,21 @@ mod tests {
         let got = collect(&dir, 1 << 20);
         let names: Vec<String> = got
             .iter()
-            .map(|(n, _)| n.strip_prefix(&dir.display().to_string()).unwrap().to_string())
+            .map(|(n, _)| {
+                n.strip_prefix(&dir.display().to_string())
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         assert_eq!(
             names,
-            ["/box.mbox#1", "/box.mbox#2", "/md/cur/1", "/md/new/2", "/single"]
+            [
+                "/box.mbox#1",
+                "/box.mbox#2",
+                "/md/cur/1",
+                "/md/new/2",
+                "/single"
+            ]
         );
         assert_eq!(got[0].1, b"Subject: one\n\nbody\nFrom here on\n\n");
         assert_eq!(got[1].1, b"Subject: two\n\nbody\n");

@@ -191,10 +191,12 @@ fn attachment(set: &mut TokenSet, part: &mail_parser::MessagePart) {
         .iter()
         .filter_map(|h| h.value.as_content_type())
         .find_map(|ct| ct.attribute("filename").or_else(|| ct.attribute("name")));
-    if let Some(ext) = name.and_then(|n| n.rsplit_once('.')).map(|(_, e)| e) {
-        if !ext.is_empty() && ext.len() <= 8 {
-            set.insert(format!("ext:{}", ext.to_lowercase()));
-        }
+    if let Some(ext) = name
+        .and_then(|n| n.rsplit_once('.'))
+        .map(|(_, e)| e)
+        .filter(|e| !e.is_empty() && e.len() <= 8)
+    {
+        set.insert(format!("ext:{}", ext.to_lowercase()));
     }
 }
 
@@ -383,7 +385,7 @@ fn url_tokens(set: &mut TokenSet, value: &str) {
         return;
     };
     let host_end = rest
-        .find(|c: char| matches!(c, '/' | '?' | '#' | ':' | '"' | '\'' | ' ' | '>'))
+        .find(['/', '?', '#', ':', '"', '\'', ' ', '>'])
         .unwrap_or(rest.len());
     let host = rest[..host_end].rsplit('@').next().unwrap_or("");
     host_tokens(set, "url:", host);
@@ -536,7 +538,10 @@ Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--b--\r\n";
 
     #[test]
     fn entities() {
-        assert_eq!(decode_entities("a&amp;b&#65;&#x42;&bogus;&"), "a&bAB&bogus;&");
+        assert_eq!(
+            decode_entities("a&amp;b&#65;&#x42;&bogus;&"),
+            "a&bAB&bogus;&"
+        );
     }
 
     proptest::proptest! {
