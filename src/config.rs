@@ -102,6 +102,7 @@ pub struct Config {
     pub relay: Relay,
     pub queue: Queue,
     pub store: StoreConfig,
+    pub spam: crate::spam::Settings,
     pub log_level: String,
 }
 
@@ -276,6 +277,33 @@ batch_max_bytes = 2097152
 # Save allocator state at every commit: a crash then needs no full-file
 # repair at the next start, at the cost of a second flush per commit.
 quick_repair = false
+
+[spam]
+# Classify inbound mail (Robinson/Fisher, as bogofilter): spam goes to Junk
+# with an X-Spam-Status: header. Train with `pimail spam train`.
+enabled = true
+# Scores at or above spam_cutoff are spam; at or below ham_cutoff, ham;
+# between, unsure (INBOX, marked Unsure).
+spam_cutoff = 0.99
+ham_cutoff = 0.45
+# Robinson's prior for rare tokens and its strength; tokens closer to 0.5
+# than min_dev are ignored (bogofilter's defaults).
+robx = 0.52
+robs = 0.0178
+min_dev = 0.375
+# Bytes of a message read to classify or train it, and distinct tokens
+# taken from it.
+max_bytes = 262144
+max_tokens = 10000
+# Messages of each class trained before verdicts are given.
+min_trained = 10
+# A token database per user as well (used once trained enough).
+per_user = false
+# Refuse at end-of-data (550 5.7.1) at or above refuse_score.
+refuse = false
+refuse_score = 0.9999
+# Strongest tokens named in X-Spam-Status:.
+header_tokens = 5
 "#,
         hostname = v.hostname,
         domain = v.domain,
@@ -375,6 +403,33 @@ impl Reader<'_> {
         }
     }
 
+    fn float(
+        &self,
+        t: Option<&Table>,
+        key: &str,
+        path: &str,
+        default: f64,
+        min: f64,
+        max: f64,
+    ) -> Result<f64, ConfigError> {
+        let v = match t.and_then(|t| t.get(key)) {
+            None => return Ok(default),
+            Some(Value::Float(f)) => *f,
+            Some(Value::Integer(i)) => *i as f64,
+            Some(v) => {
+                return Err(self.err(path, format!("expected a number, found {}", v.type_str())));
+            }
+        };
+        if v >= min && v <= max {
+            Ok(v)
+        } else {
+            Err(self.err(
+                path,
+                format!("expected a number from {min} to {max}, found {v}"),
+            ))
+        }
+    }
+
     fn strings(
         &self,
         t: Option<&Table>,
@@ -449,6 +504,7 @@ impl Config {
             "limits",
             "auth",
             "store",
+            "spam",
         ];
         for k in root.keys() {
             if !TOP.contains(&k.as_str()) {
@@ -830,6 +886,8 @@ impl Config {
             quick_repair: r.boolean(t, "quick_repair", "store.quick_repair", false)?,
         };
 
+        let spam = spam_settings(&r, &root)?;
+
         Ok(Config {
             file: file.to_path_buf(),
             hostname,
@@ -845,6 +903,7 @@ impl Config {
             relay,
             queue,
             store,
+            spam,
             log_level,
         })
     }
@@ -867,6 +926,58 @@ impl Config {
             quick_repair: self.store.quick_repair,
         }
     }
+}
+
+fn spam_settings(r: &Reader, root: &Table) -> Result<crate::spam::Settings, ConfigError> {
+    let t = r.table(
+        root,
+        "spam",
+        &[
+            "enabled",
+            "spam_cutoff",
+            "ham_cutoff",
+            "robx",
+            "robs",
+            "min_dev",
+            "max_bytes",
+            "max_tokens",
+            "min_trained",
+            "per_user",
+            "refuse",
+            "refuse_score",
+            "header_tokens",
+        ],
+    )?;
+    let d = crate::spam::Settings::default();
+    let f = |key: &str, default: f64, min: f64, max: f64| {
+        r.float(t, key, &format!("spam.{key}"), default, min, max)
+    };
+    let i = |key: &str, default: u64, min: u64, max: u64| {
+        r.int(t, key, &format!("spam.{key}"), default, min, max)
+    };
+    let spam_cutoff = f("spam_cutoff", d.spam_cutoff, 0.0, 1.0)?;
+    let ham_cutoff = f("ham_cutoff", d.ham_cutoff, 0.0, 1.0)?;
+    if ham_cutoff > spam_cutoff {
+        return Err(r.err(
+            "spam.ham_cutoff",
+            format!("expected at most spam.spam_cutoff ({spam_cutoff}), found {ham_cutoff}"),
+        ));
+    }
+    Ok(crate::spam::Settings {
+        enabled: r.boolean(t, "enabled", "spam.enabled", d.enabled)?,
+        spam_cutoff,
+        ham_cutoff,
+        robx: f("robx", d.robx, 0.0, 1.0)?,
+        robs: f("robs", d.robs, 0.0001, 1.0)?,
+        min_dev: f("min_dev", d.min_dev, 0.0, 0.5)?,
+        max_bytes: i("max_bytes", d.max_bytes as u64, 1024, 64 << 20)? as usize,
+        max_tokens: i("max_tokens", d.max_tokens as u64, 10, 1_000_000)? as usize,
+        min_trained: i("min_trained", u64::from(d.min_trained), 0, 1_000_000)? as u32,
+        per_user: r.boolean(t, "per_user", "spam.per_user", d.per_user)?,
+        refuse: r.boolean(t, "refuse", "spam.refuse", d.refuse)?,
+        refuse_score: f("refuse_score", d.refuse_score, 0.5, 1.0)?,
+        header_tokens: i("header_tokens", d.header_tokens as u64, 0, 20)? as usize,
+    })
 }
 
 /// The config file to use: `--config`, then `$PIMAIL_CONFIG`, then
@@ -950,6 +1061,18 @@ mod tests {
                 "auth.allow_plaintext_on_loopback",
                 "true or false",
             ),
+            (
+                "[spam]\nspam_cutoff = 1.5\n",
+                "spam.spam_cutoff",
+                "from 0 to 1",
+            ),
+            (
+                "[spam]\nham_cutoff = 0.995\n",
+                "spam.ham_cutoff",
+                "at most spam.spam_cutoff",
+            ),
+            ("[spam]\nrobx = \"x\"\n", "spam.robx", "expected a number"),
+            ("[spam]\nmax_bytes = 10\n", "spam.max_bytes", "from 1024"),
             (
                 "recipient_delimiter = \"++\"\n",
                 "recipient_delimiter",

@@ -13,5 +13,6 @@ pub mod outbound;
 pub mod pop3;
 pub mod server;
 pub mod smtp;
+pub mod spam;
 pub mod store;
 pub mod systemd;

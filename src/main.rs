@@ -2,7 +2,7 @@
 
 #![forbid(unsafe_code)]
 
-use pimail::{admin, auth, config, server, store};
+use pimail::{admin, auth, config, server, spam, store};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,7 @@ enum Command {
     Alias(AliasArgs),
     Message(MessageArgs),
     Queue(QueueArgs),
+    Spam(spam::cli::SpamArgs),
 }
 
 /// inspect and manage the outbound queue
@@ -448,6 +449,10 @@ fn run(command: Command) -> Result<(), Failure> {
                 admin_request(&load(a.config.as_deref())?, Request::QueueDrop { id: a.id })
             }
         },
+        Command::Spam(a) => {
+            let stdout = std::io::stdout();
+            spam::cli::run(a, &mut stdout.lock()).map_err(|(code, msg)| Failure(code, msg))
+        }
         Command::Message(m) => match m.command {
             MessageCommand::List(a) => {
                 let config = load(a.config.as_deref())?;

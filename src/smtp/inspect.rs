@@ -48,7 +48,26 @@ impl Verdict {
 
 /// Runs every inspection stage in order; the first refusal wins, and the
 /// headers of the stages that accept are added in order.
-pub async fn inspect(_server: &Server, _inbound: &Inbound<'_>, _body: &Body) -> Verdict {
+pub async fn inspect(server: &Server, inbound: &Inbound<'_>, body: &Body) -> Verdict {
     // Stages (attachment scanner, spam filter, SPF/DKIM/DMARC) plug in here.
-    Verdict::accept()
+    let mut headers = String::new();
+    let mut mailbox: Option<String> = None;
+    let spam_settings = server.config().spam.clone();
+    // Mail our own users submit is not classified (it is theirs, and it
+    // mostly leaves); only inbound mail is.
+    let spam = match inbound.authenticated {
+        Some(_) => Verdict::accept(),
+        None => crate::spam::delivery::stage(&server.store, &spam_settings, inbound, body).await,
+    };
+    match spam {
+        Verdict::Reject(reply) => return Verdict::Reject(reply),
+        Verdict::Accept {
+            headers: h,
+            mailbox: m,
+        } => {
+            headers.push_str(&h);
+            mailbox = mailbox.or(m);
+        }
+    }
+    Verdict::Accept { headers, mailbox }
 }
