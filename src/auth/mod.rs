@@ -21,10 +21,16 @@ use crate::store::{Store, StoreError};
 const CACHE_TTL: Duration = Duration::from_secs(3600);
 const CACHE_MAX: usize = 1024;
 
-/// Checks credentials. Argon2 runs on the blocking pool, at most
-/// `auth.hash_concurrency` at once, so its memory stays bounded.
+/// A verification for the hashing threads: password, stored hash, answer.
+type HashJob = (String, String, async_channel::Sender<bool>);
+
+/// Checks credentials. Argon2 runs on `auth.hash_concurrency` dedicated
+/// threads: at most that many hashes (each holding `argon2_memory_kib`) at
+/// once, and, with glibc, at most that many freed work areas kept by the
+/// allocator's per-thread arenas (a general blocking pool grows threads,
+/// and each would keep one).
 pub struct Authenticator {
-    gate: smol::lock::Semaphore,
+    hashers: async_channel::Sender<HashJob>,
     key: [u8; 32],
     cache: RefCell<HashMap<[u8; 32], Instant>>,
     /// Failed logins per client address: count and time of the last one.
@@ -39,7 +45,7 @@ impl Authenticator {
         // its entries are just predictable to someone reading our memory.
         let _ = ring::rand::SystemRandom::new().fill(&mut key);
         Authenticator {
-            gate: smol::lock::Semaphore::new(config.auth.hash_concurrency.max(1)),
+            hashers: start_hashers(config.auth.hash_concurrency.max(1)),
             key,
             cache: RefCell::new(HashMap::new()),
             failures: RefCell::new(HashMap::new()),
@@ -98,10 +104,7 @@ impl Authenticator {
         let Some(account) = store.account(&address)? else {
             // Spend the same time as a real check, so that timing does not
             // tell which accounts exist.
-            let _guard = self.gate.acquire().await;
-            let dummy = DUMMY_HASH.to_string();
-            let pw = password.to_string();
-            smol::unblock(move || password::verify(&pw, &dummy)).await;
+            self.check(password, DUMMY_HASH).await;
             return Ok(None);
         };
         let key = self.cache_key(&address, password, &account.password_hash);
@@ -110,12 +113,7 @@ impl Authenticator {
         {
             return Ok(Some(address));
         }
-        let ok = {
-            let _guard = self.gate.acquire().await;
-            let pw = password.to_string();
-            let phc = account.password_hash.clone();
-            smol::unblock(move || password::verify(&pw, &phc)).await
-        };
+        let ok = self.check(password, &account.password_hash).await;
         if !ok {
             return Ok(None);
         }
@@ -129,6 +127,40 @@ impl Authenticator {
         cache.insert(key, Instant::now());
         Ok(Some(address))
     }
+}
+
+impl Authenticator {
+    /// Verifies on a hashing thread; false if the threads are gone.
+    async fn check(&self, password: &str, phc: &str) -> bool {
+        let (reply, answer) = async_channel::bounded(1);
+        if self
+            .hashers
+            .send((password.to_string(), phc.to_string(), reply))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        answer.recv().await.unwrap_or(false)
+    }
+}
+
+fn start_hashers(n: usize) -> async_channel::Sender<HashJob> {
+    let (tx, rx) = async_channel::unbounded::<HashJob>();
+    for i in 0..n {
+        let rx = rx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("auth-hash-{i}"))
+            .spawn(move || {
+                while let Ok((password, phc, reply)) = rx.recv_blocking() {
+                    let _ = reply.try_send(password::verify(&password, &phc));
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("cannot start a password hashing thread: {e}");
+        }
+    }
+    tx
 }
 
 /// A valid hash of a random password, checked for unknown accounts.

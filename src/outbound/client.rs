@@ -221,6 +221,7 @@ impl Connection {
         let tcp = with_timeout(CONNECT_TIMEOUT, Async::<TcpStream>::connect(addr))
             .await
             .map_err(|e| Failure::temp(format!("connect to {peer} [{addr}]: {e}")))?;
+        let _ = tcp.get_ref().set_nodelay(true);
         let mut c = Connection {
             stream: ClientStream::Plain(tcp),
             input: Input::new(4096),

@@ -457,6 +457,9 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Replies are small writes that follow the client's data; without
+        // TCP_NODELAY each can wait for a delayed ACK (about 40 ms).
+        let _ = tcp.get_ref().set_nodelay(true);
         let Some(slot) = server.admit(peer.ip()) else {
             ex.spawn(refuse(tcp)).detach();
             continue;
