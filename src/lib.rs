@@ -8,6 +8,8 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod dkim;
+pub mod dns;
 pub mod message;
 pub mod outbound;
 pub mod pop3;

@@ -2,7 +2,7 @@
 
 #![forbid(unsafe_code)]
 
-use pimail::{admin, auth, config, server, spam, store};
+use pimail::{admin, auth, config, dkim, server, spam, store};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,8 @@ enum Command {
     Message(MessageArgs),
     Queue(QueueArgs),
     Spam(spam::cli::SpamArgs),
+    Dkim(DkimArgs),
+    DnsRecords(DnsRecordsArgs),
 }
 
 /// inspect and manage the outbound queue
@@ -303,6 +305,47 @@ struct MessageShow {
     config: Option<PathBuf>,
 }
 
+/// manage DKIM signing keys
+#[derive(FromArgs)]
+#[argh(subcommand, name = "dkim")]
+struct DkimArgs {
+    #[argh(subcommand)]
+    command: DkimCommand,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum DkimCommand {
+    Keygen(DkimKeygen),
+}
+
+/// generate a DKIM key under DATA_DIR/dkim and print the DNS TXT record to publish
+#[derive(FromArgs)]
+#[argh(subcommand, name = "keygen")]
+struct DkimKeygen {
+    /// the signing domain, one of the configured `domains`
+    #[argh(option)]
+    domain: String,
+    /// the selector (default: pmYYYY for rsa, pmYYYYe for ed25519)
+    #[argh(option)]
+    selector: Option<String>,
+    /// rsa (2048 bits, understood everywhere) or ed25519 (RFC 8463); default rsa
+    #[argh(option, default = "String::from(\"rsa\")")]
+    algorithm: String,
+    /// config file (default: $PIMAIL_CONFIG, then /etc/pimail/pimail.toml)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// print the DNS records each configured domain needs: MX, SPF, DKIM, DMARC, and the PTR to ask for
+#[derive(FromArgs)]
+#[argh(subcommand, name = "dns-records")]
+struct DnsRecordsArgs {
+    /// config file (default: $PIMAIL_CONFIG, then /etc/pimail/pimail.toml)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
 /// A failure with the exit code it maps to: 2 for usage and config errors,
 /// 1 for everything else.
 struct Failure(u8, String);
@@ -453,6 +496,10 @@ fn run(command: Command) -> Result<(), Failure> {
             let stdout = std::io::stdout();
             spam::cli::run(a, &mut stdout.lock()).map_err(|(code, msg)| Failure(code, msg))
         }
+        Command::Dkim(d) => match d.command {
+            DkimCommand::Keygen(a) => dkim_keygen(a),
+        },
+        Command::DnsRecords(a) => dns_records(&load(a.config.as_deref())?),
         Command::Message(m) => match m.command {
             MessageCommand::List(a) => {
                 let config = load(a.config.as_deref())?;
@@ -479,6 +526,60 @@ fn run(command: Command) -> Result<(), Failure> {
             }
         },
     }
+}
+
+fn dkim_keygen(a: DkimKeygen) -> Result<(), Failure> {
+    let config = load(a.config.as_deref())?;
+    let algorithm: dkim::Algorithm = a
+        .algorithm
+        .parse()
+        .map_err(|e| Failure(2, format!("--algorithm: {e}")))?;
+    let domain = a.domain.trim().trim_end_matches('.').to_lowercase();
+    check_local(&config, &format!("@{domain}"))?;
+    let selector = a.selector.unwrap_or_else(|| {
+        let year = chrono::Utc::now().format("%Y");
+        match algorithm {
+            dkim::Algorithm::Rsa => format!("pm{year}"),
+            dkim::Algorithm::Ed25519 => format!("pm{year}e"),
+        }
+    });
+    let dir = config.data_dir.join("dkim");
+    let (path, record) = dkim::keys::keygen(&domain, &selector, algorithm, &dir)
+        .map_err(|e| Failure(1, e.to_string()))?;
+    println!("; key stored in {}", path.display());
+    println!("; publish this record, then mail from {domain} is signed with it:");
+    println!("{record}");
+    Ok(())
+}
+
+/// Everything a domain's DNS needs for mail to arrive and to be trusted.
+fn dns_records(config: &Config) -> Result<(), Failure> {
+    let keys =
+        dkim::keys::stored(&config.data_dir.join("dkim")).map_err(|e| Failure(1, e.to_string()))?;
+    let host = config.hostname.trim_end_matches('.');
+    for domain in &config.domains {
+        println!("; {domain}");
+        println!("{domain}. MX 10 {host}.");
+        println!("{domain}. TXT \"v=spf1 mx -all\"");
+        let mut any = false;
+        for (d, selector, path) in keys.iter().filter(|(d, _, _)| d == domain) {
+            let key = dkim::keys::load(path).map_err(|e| Failure(1, e.to_string()))?;
+            println!("{}", dkim::keys::dns_record(d, selector, &key));
+            any = true;
+        }
+        if !any {
+            println!(
+                "; no DKIM key yet: pimail dkim keygen --domain {domain} --config {}",
+                config.file.display()
+            );
+        }
+        println!("_dmarc.{domain}. TXT \"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}\"");
+        println!();
+    }
+    println!("; {host} needs A (and AAAA) records for this server's public address.");
+    println!("; Reverse DNS: ask your ISP to set the PTR of that public IP address to {host}.");
+    println!("; (The public IP is not known offline, so it is not printed here.)");
+    Ok(())
 }
 
 /// Accounts and aliases must be in one of our domains.

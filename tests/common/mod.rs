@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod fakedns;
 pub mod sink;
 
 use std::io::{BufRead, BufReader, Read, Write};
