@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod message;
+pub mod scan;
 pub mod server;
 pub mod smtp;
 pub mod store;

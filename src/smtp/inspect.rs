@@ -46,7 +46,17 @@ impl Verdict {
 
 /// Runs every inspection stage in order; the first refusal wins, and the
 /// headers of the stages that accept are added in order.
-pub async fn inspect(_server: &Server, _inbound: &Inbound<'_>, _body: &Body) -> Verdict {
-    // Stages (attachment scanner, spam filter, SPF/DKIM/DMARC) plug in here.
-    Verdict::accept()
+pub async fn inspect(server: &Server, inbound: &Inbound<'_>, body: &Body) -> Verdict {
+    // Attachment scanner (src/scan): a refusal or a quarantine ends here.
+    let scanned = crate::scan::delivery::stage(server, inbound, body).await;
+    if let Verdict::Reject(_)
+    | Verdict::Accept {
+        mailbox: Some(_), ..
+    } = scanned
+    {
+        return scanned;
+    }
+    // Later stages (spam filter, SPF/DKIM/DMARC) plug in here; their
+    // headers go after `scanned`'s.
+    scanned
 }
