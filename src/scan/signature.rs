@@ -484,4 +484,24 @@ mod tests {
             assert!(parse_hash(bad).is_err(), "{bad}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(line in "\\PC{0,80}") {
+            let _ = parse_ndb(&line);
+            let _ = parse_hash(&line);
+        }
+
+        /// Signatures built from the grammar's pieces parse, and matching
+        /// them against any bytes neither panics nor runs away.
+        #[test]
+        fn grammar_signatures_match_safely(
+            hex in "4142(43|\\?\\?|4\\?|\\*|\\{[0-3]\\}|\\{-[0-3]\\}|\\{[0-3]-\\}|\\{1-3\\}|\\(44\\|4546\\)){0,6}47",
+            data in proptest::collection::vec(0x40u8..0x48, 0..200),
+        ) {
+            let sig = parse_ndb(&format!("P:0:*:{hex}")).unwrap().unwrap();
+            let m = super::super::matcher::BodyMatcher::new(vec![sig]).unwrap();
+            let _ = m.find(&data, 0, data.len() as u64, super::super::matcher::ObjectKind::Other, &|_| false);
+        }
+    }
 }
