@@ -138,7 +138,8 @@ def run(cmd, env=None):
         if rest == "OK":
             verdicts[name] = "OK"
         elif rest.endswith(" FOUND"):
-            verdicts[name] = rest[:-6]
+            # clamscan marks names from unsigned databases as such.
+            verdicts[name] = rest[:-6].removesuffix(".UNOFFICIAL")
         else:
             verdicts[name] = "ERROR " + rest
     return verdicts, wall, rss, p.stderr, p.returncode

@@ -54,6 +54,9 @@ impl BodyMatcher {
                 AhoCorasickBuilder::new()
                     .match_kind(MatchKind::Standard)
                     .kind(Some(AhoCorasickKind::ContiguousNFA))
+                    // Dense tables for shallow states cost 1 KiB each: with
+                    // thousands of anchors that is most of the memory.
+                    .dense_depth(0)
                     .build(&anchors)
                     .map_err(|e| format!("building the signature automaton: {e}"))?,
             )

@@ -90,6 +90,10 @@ const MAX_HEX: usize = 64 * 1024;
 /// Shortest literal run usable as the search anchor (ClamAV also requires
 /// two static bytes).
 const MIN_ANCHOR: usize = 2;
+/// Longest anchor: eight to twelve exact bytes are selective enough, and
+/// the automaton's size grows with the anchors' total length (every byte
+/// is still checked when a hit is verified).
+const MAX_ANCHOR: usize = 12;
 
 /// The EICAR test file (eicar.org), detected without any signature file.
 pub const EICAR: &[u8] = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
@@ -275,6 +279,10 @@ fn anchor(tokens: &[Token]) -> Option<(Vec<u8>, usize)> {
         }
     }
     best.filter(|(run, _)| run.len() >= MIN_ANCHOR)
+        .map(|(mut run, at)| {
+            run.truncate(MAX_ANCHOR);
+            (run, at)
+        })
 }
 
 /// Parses one `.ndb` line. `Ok(None)`: valid, but for a target type this
