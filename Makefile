@@ -5,7 +5,7 @@ PORT_BASE ?= 10000
 DEMO_USER ?= demo@pimail.test
 DEMO_PASSWORD ?= demo-password
 
-.PHONY: build release run test lint bench clean
+.PHONY: build release run test lint bench bench-spam clean
 
 build:
 	$(CARGO) build --locked
@@ -34,6 +34,10 @@ lint:
 
 bench:
 	bash benches/run.sh
+
+# Spam filter against bogofilter on the SpamAssassin corpus (fetched, cached).
+bench-spam: release
+	bash benches/spam/run.sh
 
 clean:
 	$(CARGO) clean

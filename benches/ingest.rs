@@ -1175,6 +1175,8 @@ fn read_ppid(pid: u32) -> Option<u32> {
 mod tests {
     // Not run by `make test` (benches are not built there); kept for
     // `rustc --test benches/ingest.rs` when changing the helpers.
+    // `cargo clippy --all-targets` builds it without the test harness.
+    #[allow(unused_imports)]
     use super::*;
 
     #[test]

@@ -123,9 +123,15 @@ run_smtp() { # port size sessions seconds [ingest args...]
 # 1. Build
 
 mkdir -p "$TARGET_DIR"
-if [ "$SKIP_PIMAIL" != 1 ] && [ -z "${BENCH_PIMAIL_BIN:-}" ]; then
-  log "building pimail (release)"
-  cargo build --release
+if [ -n "${BENCH_PIMAIL_BIN:-}" ]; then
+  PIMAIL_LABEL="binary $PIMAIL"
+else
+  # what cargo builds is the work tree, so say whether it differs from HEAD
+  PIMAIL_LABEL=$(git describe --always --dirty 2>/dev/null || echo '(not a git checkout)')
+  if [ "$SKIP_PIMAIL" != 1 ]; then
+    log "building pimail (release)"
+    cargo build --release
+  fi
 fi
 log "building the benchmark client"
 rustc -O --edition 2024 benches/ingest.rs -o "$INGEST"
@@ -294,7 +300,7 @@ report() {
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $(uname -sr), data on $FS_TYPE ($WORK_PARENT);" \
     "${RUN_SECONDS} s per cell, one recipient per message, no pipelining."
-  echo "pimail $(git rev-parse --short HEAD 2>/dev/null || echo '(no commit)')${PIMAIL_NOTE:+ $PIMAIL_NOTE};" \
+  echo "pimail ${PIMAIL_LABEL}${PIMAIL_NOTE:+ $PIMAIL_NOTE};" \
     "Postfix ${POSTFIX_VERSION:-$POSTFIX_NOTE}."
   echo
   echo "| size | sessions | pimail msg/s | pimail peak RSS | Postfix accepted msg/s | Postfix delivered msg/s | Postfix peak PSS | pimail/Postfix (delivered) |"

@@ -43,6 +43,17 @@ pub enum Request {
         mailbox: String,
         uid: u32,
     },
+    QueueList,
+    QueueShow {
+        id: u64,
+    },
+    /// Due now: one entry, or all of them.
+    QueueRetry {
+        id: Option<u64>,
+    },
+    QueueDrop {
+        id: u64,
+    },
 }
 
 impl Request {
@@ -78,6 +89,13 @@ impl Request {
                     uid.to_string(),
                 ]
             }
+            Request::QueueList => vec!["queue-list".into()],
+            Request::QueueShow { id } => vec!["queue-show".into(), id.to_string()],
+            Request::QueueRetry { id } => vec![
+                "queue-retry".into(),
+                id.map(|i| i.to_string()).unwrap_or_default(),
+            ],
+            Request::QueueDrop { id } => vec!["queue-drop".into(), id.to_string()],
         };
         let mut line = fields
             .iter()
@@ -121,6 +139,19 @@ impl Request {
                 mailbox: arg(2)?,
                 uid: arg(3)?.parse().ok()?,
             },
+            "queue-list" => Request::QueueList,
+            "queue-show" => Request::QueueShow {
+                id: arg(1)?.parse().ok()?,
+            },
+            "queue-retry" => Request::QueueRetry {
+                id: match arg(1)?.as_str() {
+                    "" => None,
+                    n => Some(n.parse().ok()?),
+                },
+            },
+            "queue-drop" => Request::QueueDrop {
+                id: arg(1)?.parse().ok()?,
+            },
             _ => return None,
         })
     }
@@ -148,6 +179,38 @@ impl Request {
             Request::AliasDel { alias } => Box::new(move |t| {
                 ops::del_alias(t, &alias)?;
                 Ok(format!("deleted alias {alias}\n"))
+            }),
+            Request::QueueDrop { id } => {
+                Box::new(move |t| match crate::store::queue::remove(t, id)? {
+                    Some(e) => Ok(format!(
+                        "dropped {id} (<{}> -> <{}>), without a bounce\n",
+                        e.from, e.rcpt
+                    )),
+                    None => Err(StoreError::NotFound(format!("queue entry {id}"))),
+                })
+            }
+            Request::QueueRetry { id } => Box::new(move |t| {
+                let ids: Vec<u64> = {
+                    use redb::ReadableTable;
+                    let q = t.open_table(crate::store::queue::QUEUE)?;
+                    let mut ids = Vec::new();
+                    for entry in q.iter()? {
+                        let (k, _) = entry?;
+                        if id.is_none_or(|i| i == k.value()) {
+                            ids.push(k.value());
+                        }
+                    }
+                    ids
+                };
+                if let Some(i) = id
+                    && ids.is_empty()
+                {
+                    return Err(StoreError::NotFound(format!("queue entry {i}")));
+                }
+                for i in &ids {
+                    crate::store::queue::reschedule(t, *i, now, "retry requested", false)?;
+                }
+                Ok(format!("{} entries due now\n", ids.len()))
             }),
             _ => return None,
         };
@@ -188,6 +251,31 @@ impl Request {
                     StoreError::NotFound(format!("message UID {uid} in {address} {mailbox}"))
                 })?;
                 store.read_blob(&m.blob, |chunk| out.write_all(chunk))?;
+            }
+            Request::QueueList => {
+                for e in store.queue_entries()? {
+                    let next = chrono::DateTime::from_timestamp(e.next_try, 0)
+                        .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_default();
+                    writeln!(
+                        out,
+                        "{}\t{}\t<{}>\t<{}>\t{}\t{}\t{}",
+                        e.id, e.size, e.from, e.rcpt, e.attempts, next, e.last_error
+                    )
+                    .map_err(io)?;
+                }
+            }
+            Request::QueueShow { id } => {
+                let e = store
+                    .queue_entry(*id)?
+                    .ok_or_else(|| StoreError::NotFound(format!("queue entry {id}")))?;
+                let date = |t: i64| {
+                    chrono::DateTime::from_timestamp(t, 0)
+                        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                        .unwrap_or_default()
+                };
+                writeln!(out, "id: {}\nfrom: <{}>\nto: <{}>\nsize: {}\nqueued: {}\nattempts: {}\nnext attempt: {}\nlast error: {}\n", e.id, e.from, e.rcpt, e.size, date(e.created), e.attempts, date(e.next_try), e.last_error).map_err(io)?;
+                store.read_blob(&e.blob, |chunk| out.write_all(chunk))?;
             }
             _ => return Err(StoreError::Invalid("not a read request".into())),
         }

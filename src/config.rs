@@ -36,8 +36,40 @@ pub struct Limits {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+pub struct Relay {
+    /// (host, port) of the smarthost all outbound mail goes through.
+    pub smarthost: Option<(String, u16)>,
+    /// "starttls", "implicit" or "none".
+    pub smarthost_tls: String,
+    pub smarthost_credentials: Option<(String, String)>,
+    pub require_tls: bool,
+    pub require_tls_domains: Vec<String>,
+    pub mx_port: u16,
+    pub dns_servers: Vec<SocketAddr>,
+    pub ca_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queue {
+    /// Seconds to wait after the 1st, 2nd... failed attempt; the last value
+    /// repeats.
+    pub retry_schedule: Vec<u64>,
+    pub max_age: Duration,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pop3 {
+    pub timeout: Duration,
+    pub login_delay: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct Auth {
     pub allow_plaintext_on_loopback: bool,
+    pub failure_delay: Duration,
+    pub max_failures_per_ip: u32,
+    pub failure_window: Duration,
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub hash_concurrency: usize,
@@ -94,8 +126,12 @@ pub struct Config {
     pub tls_key: PathBuf,
     pub limits: Limits,
     pub auth: Auth,
+    pub pop3: Pop3,
+    pub relay: Relay,
+    pub queue: Queue,
     pub store: StoreConfig,
     pub scan: ScanConfig,
+    pub spam: crate::spam::Settings,
     pub log_level: String,
 }
 
@@ -193,7 +229,7 @@ max_message_size = 26214400
 # Recipients of one message.
 max_recipients = 100
 # Commands in one session, and protocol errors before it is closed.
-max_commands = 1000
+max_commands = 10000
 max_errors = 10
 # Longest command line, in bytes including CRLF (RFC 5321 4.5.3.1.4: 512).
 max_line_length = 512
@@ -211,6 +247,12 @@ shutdown_grace = 30
 [auth]
 # Allow AUTH/LOGIN without TLS for clients on 127.0.0.0/8 and ::1.
 allow_plaintext_on_loopback = {plaintext}
+# Milliseconds before answering a failed login, to slow password guessing.
+failure_delay_ms = 2000
+# After this many failed logins from one address, further attempts from it
+# are refused until failure_window seconds pass without one.
+max_failures_per_ip = 10
+failure_window = 3600
 # Argon2id cost of stored password hashes: memory in KiB and passes. The
 # default (19 MiB, 2 passes: OWASP's minimum) suits a 512 MB board.
 argon2_memory_kib = 19456
@@ -218,13 +260,49 @@ argon2_iterations = 2
 # Password hashes computed at once (each holds argon2_memory_kib).
 hash_concurrency = 1
 
+[relay]
+# Outbound mail goes straight to each domain's MX unless a smarthost is set:
+# "host:port" (e.g. your ISP's or mail provider's submission server).
+smarthost = ""
+# How to talk to the smarthost: "starttls" (required, certificate checked),
+# "implicit" (TLS from the start, port 465) or "none".
+smarthost_tls = "starttls"
+smarthost_user = ""
+smarthost_password = ""
+# MX delivery uses STARTTLS when offered; require it (with a checked
+# certificate) everywhere, or for these domains only.
+require_tls = false
+require_tls_domains = []
+# Port of MX hosts (25; only tests change it).
+mx_port = 25
+# DNS servers as "IP:port"; empty: those of /etc/resolv.conf.
+dns_servers = []
+# Certificate authorities for checked TLS.
+ca_file = "/etc/ssl/certs/ca-certificates.crt"
+
+[queue]
+# Seconds between attempts after each failure; the last repeats.
+retry_schedule = [300, 900, 1800, 3600, 7200, 14400]
+# Seconds after which undeliverable mail bounces (5 days).
+max_age = 432000
+# Destination domains delivered to at once.
+max_connections = 10
+
+[pop3]
+# Seconds of inactivity before a session is closed (RFC 1939 3: at least 600).
+timeout = 600
+# Seconds a user must wait between two POP3 logins (advertised as
+# LOGIN-DELAY, RFC 2449 6.8); 0 for none.
+login_delay = 0
+
 [store]
 path = "pimail.redb"
-# redb page cache in MiB.
-cache_size_mib = 32
+# redb page cache in MiB. Reads that miss it are served by the kernel's
+# page cache, so a small one costs little speed and keeps RSS low.
+cache_size_mib = 2
 # One group commit takes at most this many messages / bytes.
 batch_max_messages = 64
-batch_max_bytes = 4194304
+batch_max_bytes = 2097152
 # Save allocator state at every commit: a crash then needs no full-file
 # repair at the next start, at the cost of a second flush per commit.
 quick_repair = false
@@ -252,6 +330,32 @@ max_total_size = 67108864
 max_zip_entries = 1000
 # Messages scanned at once, each on a thread of its own.
 concurrency = 1
+[spam]
+# Classify inbound mail (Robinson/Fisher, as bogofilter): spam goes to Junk
+# with an X-Spam-Status: header. Train with `pimail spam train`.
+enabled = true
+# Scores at or above spam_cutoff are spam; at or below ham_cutoff, ham;
+# between, unsure (INBOX, marked Unsure).
+spam_cutoff = 0.99
+ham_cutoff = 0.45
+# Robinson's prior for rare tokens and its strength; tokens closer to 0.5
+# than min_dev are ignored (bogofilter's defaults).
+robx = 0.52
+robs = 0.0178
+min_dev = 0.375
+# Bytes of a message read to classify or train it, and distinct tokens
+# taken from it.
+max_bytes = 262144
+max_tokens = 10000
+# Messages of each class trained before verdicts are given.
+min_trained = 10
+# A token database per user as well (used once trained enough).
+per_user = false
+# Refuse at end-of-data (550 5.7.1) at or above refuse_score.
+refuse = false
+refuse_score = 0.9999
+# Strongest tokens named in X-Spam-Status:.
+header_tokens = 5
 "#,
         hostname = v.hostname,
         domain = v.domain,
@@ -351,6 +455,33 @@ impl Reader<'_> {
         }
     }
 
+    fn float(
+        &self,
+        t: Option<&Table>,
+        key: &str,
+        path: &str,
+        default: f64,
+        min: f64,
+        max: f64,
+    ) -> Result<f64, ConfigError> {
+        let v = match t.and_then(|t| t.get(key)) {
+            None => return Ok(default),
+            Some(Value::Float(f)) => *f,
+            Some(Value::Integer(i)) => *i as f64,
+            Some(v) => {
+                return Err(self.err(path, format!("expected a number, found {}", v.type_str())));
+            }
+        };
+        if v >= min && v <= max {
+            Ok(v)
+        } else {
+            Err(self.err(
+                path,
+                format!("expected a number from {min} to {max}, found {v}"),
+            ))
+        }
+    }
+
     fn strings(
         &self,
         t: Option<&Table>,
@@ -412,6 +543,9 @@ impl Config {
             .parse()
             .map_err(|e: toml::de::Error| r.err("", e.to_string().trim_end().to_string()))?;
         const TOP: &[&str] = &[
+            "pop3",
+            "relay",
+            "queue",
             "hostname",
             "domains",
             "data_dir",
@@ -423,6 +557,7 @@ impl Config {
             "auth",
             "store",
             "scan",
+            "spam",
         ];
         for k in root.keys() {
             if !TOP.contains(&k.as_str()) {
@@ -564,7 +699,7 @@ impl Config {
                 t,
                 "max_commands",
                 "limits.max_commands",
-                1000,
+                10_000,
                 10,
                 10_000_000,
             )? as usize,
@@ -591,6 +726,9 @@ impl Config {
             "auth",
             &[
                 "allow_plaintext_on_loopback",
+                "failure_delay_ms",
+                "max_failures_per_ip",
+                "failure_window",
                 "argon2_memory_kib",
                 "argon2_iterations",
                 "hash_concurrency",
@@ -603,6 +741,30 @@ impl Config {
                 "auth.allow_plaintext_on_loopback",
                 false,
             )?,
+            max_failures_per_ip: r.int(
+                t,
+                "max_failures_per_ip",
+                "auth.max_failures_per_ip",
+                10,
+                1,
+                1_000_000,
+            )? as u32,
+            failure_window: Duration::from_secs(r.int(
+                t,
+                "failure_window",
+                "auth.failure_window",
+                3600,
+                1,
+                86400 * 30,
+            )?),
+            failure_delay: Duration::from_millis(r.int(
+                t,
+                "failure_delay_ms",
+                "auth.failure_delay_ms",
+                2000,
+                0,
+                60_000,
+            )?),
             argon2_memory_kib: r.int(
                 t,
                 "argon2_memory_kib",
@@ -619,6 +781,132 @@ impl Config {
 
         let t = r.table(
             &root,
+            "relay",
+            &[
+                "smarthost",
+                "smarthost_tls",
+                "smarthost_user",
+                "smarthost_password",
+                "require_tls",
+                "require_tls_domains",
+                "mx_port",
+                "dns_servers",
+                "ca_file",
+            ],
+        )?;
+        let smarthost_text = r.string(t, "smarthost", "relay.smarthost", "")?;
+        let smarthost = if smarthost_text.is_empty() {
+            None
+        } else {
+            let bad = || {
+                r.err("relay.smarthost", format!("expected \"host:port\" like \"smtp.example.net:587\", found {smarthost_text:?}"))
+            };
+            let (host, port) = smarthost_text.rsplit_once(':').ok_or_else(bad)?;
+            let port: u16 = port.parse().map_err(|_| bad())?;
+            if host.is_empty() {
+                return Err(bad());
+            }
+            Some((
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+                port,
+            ))
+        };
+        let smarthost_tls = r.string(t, "smarthost_tls", "relay.smarthost_tls", "starttls")?;
+        if !["starttls", "implicit", "none"].contains(&smarthost_tls.as_str()) {
+            return Err(r.err(
+                "relay.smarthost_tls",
+                format!("expected \"starttls\", \"implicit\" or \"none\", found {smarthost_tls:?}"),
+            ));
+        }
+        let user = r.string(t, "smarthost_user", "relay.smarthost_user", "")?;
+        let password = r.string(t, "smarthost_password", "relay.smarthost_password", "")?;
+        let dns_servers = r
+            .strings(t, "dns_servers", "relay.dns_servers", &[])?
+            .iter()
+            .map(|s| {
+                s.parse().map_err(|_| {
+                    r.err(
+                        "relay.dns_servers",
+                        format!("expected \"IP:port\" like \"127.0.0.1:53\", found {s:?}"),
+                    )
+                })
+            })
+            .collect::<Result<Vec<SocketAddr>, _>>()?;
+        let relay = Relay {
+            smarthost,
+            smarthost_tls,
+            smarthost_credentials: (!user.is_empty()).then_some((user, password)),
+            require_tls: r.boolean(t, "require_tls", "relay.require_tls", false)?,
+            require_tls_domains: r.strings(
+                t,
+                "require_tls_domains",
+                "relay.require_tls_domains",
+                &[],
+            )?,
+            mx_port: r.int(t, "mx_port", "relay.mx_port", 25, 1, 65535)? as u16,
+            dns_servers,
+            ca_file: PathBuf::from(r.string(
+                t,
+                "ca_file",
+                "relay.ca_file",
+                "/etc/ssl/certs/ca-certificates.crt",
+            )?),
+        };
+        let t = r.table(
+            &root,
+            "queue",
+            &["retry_schedule", "max_age", "max_connections"],
+        )?;
+        let retry_schedule = match t.and_then(|t| t.get("retry_schedule")) {
+            None => vec![300, 900, 1800, 3600, 7200, 14400],
+            Some(Value::Array(a)) if !a.is_empty() => a
+                .iter()
+                .map(|v| match v {
+                    Value::Integer(i) if *i >= 1 => Ok(*i as u64),
+                    _ => Err(r.err(
+                        "queue.retry_schedule",
+                        "expected a list of positive integers (seconds)",
+                    )),
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(r.err(
+                    "queue.retry_schedule",
+                    "expected a non-empty list of positive integers (seconds)",
+                ));
+            }
+        };
+        let queue = Queue {
+            retry_schedule,
+            max_age: Duration::from_secs(r.int(
+                t,
+                "max_age",
+                "queue.max_age",
+                432_000,
+                60,
+                86400 * 60,
+            )?),
+            max_connections: r.int(t, "max_connections", "queue.max_connections", 10, 1, 1000)?
+                as usize,
+        };
+
+        let t = r.table(&root, "pop3", &["timeout", "login_delay"])?;
+        let pop3 = Pop3 {
+            timeout: Duration::from_secs(r.int(t, "timeout", "pop3.timeout", 600, 10, 86400)?),
+            login_delay: Duration::from_secs(r.int(
+                t,
+                "login_delay",
+                "pop3.login_delay",
+                0,
+                0,
+                86400,
+            )?),
+        };
+
+        let t = r.table(
+            &root,
             "store",
             &[
                 "path",
@@ -630,7 +918,7 @@ impl Config {
         )?;
         let store = StoreConfig {
             path: resolve(r.string(t, "path", "store.path", "pimail.redb")?),
-            cache_size_mib: r.int(t, "cache_size_mib", "store.cache_size_mib", 32, 1, 1 << 20)?
+            cache_size_mib: r.int(t, "cache_size_mib", "store.cache_size_mib", 2, 1, 1 << 20)?
                 as usize,
             batch_max_messages: r.int(
                 t,
@@ -644,7 +932,7 @@ impl Config {
                 t,
                 "batch_max_bytes",
                 "store.batch_max_bytes",
-                4 << 20,
+                2 << 20,
                 1024,
                 1 << 32,
             )?,
@@ -713,6 +1001,7 @@ impl Config {
             )? as usize,
             concurrency: r.int(t, "concurrency", "scan.concurrency", 1, 1, 64)? as usize,
         };
+        let spam = spam_settings(&r, &root)?;
 
         Ok(Config {
             file: file.to_path_buf(),
@@ -725,8 +1014,12 @@ impl Config {
             tls_key,
             limits,
             auth,
+            pop3,
+            relay,
+            queue,
             store,
             scan,
+            spam,
             log_level,
         })
     }
@@ -758,6 +1051,58 @@ impl Config {
             quick_repair: self.store.quick_repair,
         }
     }
+}
+
+fn spam_settings(r: &Reader, root: &Table) -> Result<crate::spam::Settings, ConfigError> {
+    let t = r.table(
+        root,
+        "spam",
+        &[
+            "enabled",
+            "spam_cutoff",
+            "ham_cutoff",
+            "robx",
+            "robs",
+            "min_dev",
+            "max_bytes",
+            "max_tokens",
+            "min_trained",
+            "per_user",
+            "refuse",
+            "refuse_score",
+            "header_tokens",
+        ],
+    )?;
+    let d = crate::spam::Settings::default();
+    let f = |key: &str, default: f64, min: f64, max: f64| {
+        r.float(t, key, &format!("spam.{key}"), default, min, max)
+    };
+    let i = |key: &str, default: u64, min: u64, max: u64| {
+        r.int(t, key, &format!("spam.{key}"), default, min, max)
+    };
+    let spam_cutoff = f("spam_cutoff", d.spam_cutoff, 0.0, 1.0)?;
+    let ham_cutoff = f("ham_cutoff", d.ham_cutoff, 0.0, 1.0)?;
+    if ham_cutoff > spam_cutoff {
+        return Err(r.err(
+            "spam.ham_cutoff",
+            format!("expected at most spam.spam_cutoff ({spam_cutoff}), found {ham_cutoff}"),
+        ));
+    }
+    Ok(crate::spam::Settings {
+        enabled: r.boolean(t, "enabled", "spam.enabled", d.enabled)?,
+        spam_cutoff,
+        ham_cutoff,
+        robx: f("robx", d.robx, 0.0, 1.0)?,
+        robs: f("robs", d.robs, 0.0001, 1.0)?,
+        min_dev: f("min_dev", d.min_dev, 0.0, 0.5)?,
+        max_bytes: i("max_bytes", d.max_bytes as u64, 1024, 64 << 20)? as usize,
+        max_tokens: i("max_tokens", d.max_tokens as u64, 10, 1_000_000)? as usize,
+        min_trained: i("min_trained", u64::from(d.min_trained), 0, 1_000_000)? as u32,
+        per_user: r.boolean(t, "per_user", "spam.per_user", d.per_user)?,
+        refuse: r.boolean(t, "refuse", "spam.refuse", d.refuse)?,
+        refuse_score: f("refuse_score", d.refuse_score, 0.5, 1.0)?,
+        header_tokens: i("header_tokens", d.header_tokens as u64, 0, 20)? as usize,
+    })
 }
 
 /// The config file to use: `--config`, then `$PIMAIL_CONFIG`, then
@@ -847,6 +1192,18 @@ mod tests {
                 "expected one of reject, quarantine",
             ),
             ("[scan]\nmax_depth = 0\n", "scan.max_depth", "from 1 to 64"),
+            (
+                "[spam]\nspam_cutoff = 1.5\n",
+                "spam.spam_cutoff",
+                "from 0 to 1",
+            ),
+            (
+                "[spam]\nham_cutoff = 0.995\n",
+                "spam.ham_cutoff",
+                "at most spam.spam_cutoff",
+            ),
+            ("[spam]\nrobx = \"x\"\n", "spam.robx", "expected a number"),
+            ("[spam]\nmax_bytes = 10\n", "spam.max_bytes", "from 1024"),
             (
                 "recipient_delimiter = \"++\"\n",
                 "recipient_delimiter",

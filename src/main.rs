@@ -2,7 +2,7 @@
 
 #![forbid(unsafe_code)]
 
-use pimail::{admin, auth, config, server, store};
+use pimail::{admin, auth, config, server, spam, store};
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,6 +31,70 @@ enum Command {
     Alias(AliasArgs),
     Message(MessageArgs),
     Scan(ScanArgs),
+    Queue(QueueArgs),
+    Spam(spam::cli::SpamArgs),
+}
+
+/// inspect and manage the outbound queue
+#[derive(FromArgs)]
+#[argh(subcommand, name = "queue")]
+struct QueueArgs {
+    #[argh(subcommand)]
+    command: QueueCommand,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum QueueCommand {
+    List(QueueList),
+    Show(QueueShow),
+    Retry(QueueRetry),
+    Drop(QueueDrop),
+}
+
+/// list queued recipients: id, size, sender, recipient, attempts, next attempt, last error
+#[derive(FromArgs)]
+#[argh(subcommand, name = "list")]
+struct QueueList {
+    /// config file (default: $PIMAIL_CONFIG, then /etc/pimail/pimail.toml)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// show one queued recipient and its message
+#[derive(FromArgs)]
+#[argh(subcommand, name = "show")]
+struct QueueShow {
+    /// the queue id (from `queue list`)
+    #[argh(positional)]
+    id: u64,
+    /// config file (default: $PIMAIL_CONFIG, then /etc/pimail/pimail.toml)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// make one queued recipient (or all) due now
+#[derive(FromArgs)]
+#[argh(subcommand, name = "retry")]
+struct QueueRetry {
+    /// the queue id; all entries when omitted
+    #[argh(positional)]
+    id: Option<u64>,
+    /// config file (default: $PIMAIL_CONFIG, then /etc/pimail/pimail.toml)
+    #[argh(option)]
+    config: Option<PathBuf>,
+}
+
+/// remove a queued recipient without delivering or bouncing it
+#[derive(FromArgs)]
+#[argh(subcommand, name = "drop")]
+struct QueueDrop {
+    /// the queue id
+    #[argh(positional)]
+    id: u64,
+    /// config file (default: $PIMAIL_CONFIG, then /etc/pimail/pimail.toml)
+    #[argh(option)]
+    config: Option<PathBuf>,
 }
 
 /// create a data directory: config file, store and a self-signed certificate
@@ -425,6 +489,23 @@ fn run(command: Command) -> Result<(), Failure> {
             }
             AliasCommand::List(a) => admin_request(&load(a.config.as_deref())?, Request::AliasList),
         },
+        Command::Queue(q) => match q.command {
+            QueueCommand::List(a) => admin_request(&load(a.config.as_deref())?, Request::QueueList),
+            QueueCommand::Show(a) => {
+                admin_request(&load(a.config.as_deref())?, Request::QueueShow { id: a.id })
+            }
+            QueueCommand::Retry(a) => admin_request(
+                &load(a.config.as_deref())?,
+                Request::QueueRetry { id: a.id },
+            ),
+            QueueCommand::Drop(a) => {
+                admin_request(&load(a.config.as_deref())?, Request::QueueDrop { id: a.id })
+            }
+        },
+        Command::Spam(a) => {
+            let stdout = std::io::stdout();
+            spam::cli::run(a, &mut stdout.lock()).map_err(|(code, msg)| Failure(code, msg))
+        }
         Command::Message(m) => match m.command {
             MessageCommand::List(a) => {
                 let config = load(a.config.as_deref())?;

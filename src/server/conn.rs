@@ -142,7 +142,7 @@ impl Input {
     }
 
     /// Reads more bytes after what is buffered; returns how many (0 at EOF).
-    pub async fn fill(&mut self, stream: &mut Stream) -> io::Result<usize> {
+    pub async fn fill<S: AsyncRead + Unpin>(&mut self, stream: &mut S) -> io::Result<usize> {
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -157,7 +157,11 @@ impl Input {
     }
 
     /// Reads one line of at most `max` bytes including its line ending.
-    pub async fn read_line(&mut self, stream: &mut Stream, max: usize) -> io::Result<Line> {
+    pub async fn read_line<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        max: usize,
+    ) -> io::Result<Line> {
         let max = max.min(self.buf.len());
         let mut scanned = 0;
         loop {
@@ -217,7 +221,11 @@ impl Output {
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
-    pub async fn flush(&mut self, stream: &mut Stream, timeout: Duration) -> io::Result<()> {
+    pub async fn flush<S: AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut S,
+        timeout: Duration,
+    ) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }

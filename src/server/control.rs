@@ -91,7 +91,12 @@ async fn answer(server: &Server, line: &str) -> (String, Vec<u8>) {
     log::info!("control: {}", line.split('\t').next().unwrap_or(""));
     match req.write_op() {
         Some(op) => match server.writer.submit(op).await {
-            Ok(WriteOutcome::Admin(msg)) => ("OK".into(), msg.into_bytes()),
+            Ok(WriteOutcome::Admin(msg)) => {
+                // A change may concern watching sessions or the queue.
+                server.notify_change();
+                server.wake_queue();
+                ("OK".into(), msg.into_bytes())
+            }
             Ok(WriteOutcome::Delivered(_)) => ("ERR 1".into(), b"unexpected answer\n".to_vec()),
             Err(e) => ("ERR 1".into(), format!("{e}\n").into_bytes()),
         },

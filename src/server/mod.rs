@@ -37,6 +37,17 @@ pub struct Server {
     /// `recv()` then returns at once.
     shutdown: async_channel::Receiver<()>,
     shutdown_trigger: RefCell<Option<async_channel::Sender<()>>>,
+    pub auth: crate::auth::Authenticator,
+    /// Bumped after every commit that changed a mailbox; sessions that
+    /// watch mailboxes (IMAP IDLE) wait on `change`.
+    generation: Cell<u64>,
+    change: event_listener::Event,
+    /// Users with an open POP3 session (RFC 2449 [IN-USE]), and when each
+    /// last logged in over POP3 (LOGIN-DELAY).
+    pop3_sessions: RefCell<std::collections::HashSet<String>>,
+    pop3_logins: RefCell<HashMap<String, Instant>>,
+    /// Wakes the outbound queue runner when mail was queued.
+    queue_wake: event_listener::Event,
 }
 
 impl Server {
@@ -79,6 +90,76 @@ impl Server {
             server: self.clone(),
             ip,
         })
+    }
+
+    /// Tells watching sessions that mailboxes changed (a delivery, flags,
+    /// an expunge); they then compare what they know with the store.
+    pub fn notify_change(&self) {
+        self.generation.set(self.generation.get() + 1);
+        self.change.notify(usize::MAX);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    /// Resolves once the generation differs from `seen`.
+    pub async fn changed_since(&self, seen: u64) {
+        loop {
+            if self.generation.get() != seen {
+                return;
+            }
+            let listener = self.change.listen();
+            if self.generation.get() != seen {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Stores a message and tells watching sessions.
+    pub async fn deliver(
+        &self,
+        d: crate::store::ops::Delivery,
+    ) -> Result<Vec<crate::store::ops::Delivered>, StoreError> {
+        let r = self.writer.deliver(d).await;
+        if r.is_ok() {
+            self.notify_change();
+        }
+        r
+    }
+
+    /// Takes the POP3 maildrop lock of `user`; false if another session has it.
+    pub fn pop3_lock(&self, user: &str) -> bool {
+        self.pop3_sessions.borrow_mut().insert(user.to_string())
+    }
+
+    pub fn pop3_unlock(&self, user: &str) {
+        self.pop3_sessions.borrow_mut().remove(user);
+    }
+
+    /// Records a POP3 login, or says how long to wait under LOGIN-DELAY.
+    pub fn pop3_login_too_soon(&self, user: &str, delay: Duration) -> Option<Duration> {
+        let mut logins = self.pop3_logins.borrow_mut();
+        if let Some(wait) = crate::pop3::session::too_soon(logins.get(user).copied(), delay) {
+            return Some(wait);
+        }
+        if logins.len() > 10_000 {
+            logins.retain(|_, at| at.elapsed() < delay);
+        }
+        logins.insert(user.to_string(), Instant::now());
+        None
+    }
+
+    /// Tells the queue runner that new mail is waiting.
+    pub fn wake_queue(&self) {
+        self.queue_wake.notify(usize::MAX);
+    }
+
+    /// A listener for [`Server::wake_queue`]; create it before checking
+    /// the queue so no wake-up is missed.
+    pub fn queue_listener(&self) -> event_listener::EventListener {
+        self.queue_wake.listen()
     }
 
     pub fn connections(&self) -> usize {
@@ -186,23 +267,24 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         Err(e) => return Err(ServeError::Tls(e)),
     };
     let mut listeners = Vec::new();
-    for addr in &config.listen.smtp {
-        let l = bind(*addr).map_err(|e| ServeError::Bind(*addr, e))?;
-        listeners.push((
-            *addr,
-            Async::new(l).map_err(|e| ServeError::Bind(*addr, e))?,
-        ));
-    }
-    for (service, addrs) in [
-        ("submission", &config.listen.submission),
-        ("submissions", &config.listen.submissions),
-        ("imap", &config.listen.imap),
-        ("imaps", &config.listen.imaps),
-        ("pop3", &config.listen.pop3),
-        ("pop3s", &config.listen.pop3s),
-    ] {
-        if !addrs.is_empty() {
-            log::warn!("{service} is not implemented yet; not listening on {addrs:?}");
+    for service in Service::ALL {
+        let addrs = service.addresses(&config);
+        if !service.implemented() {
+            if !addrs.is_empty() {
+                log::warn!(
+                    "{} is not implemented yet; not listening on {addrs:?}",
+                    service.name()
+                );
+            }
+            continue;
+        }
+        for addr in addrs {
+            let l = bind(*addr).map_err(|e| ServeError::Bind(*addr, e))?;
+            listeners.push((
+                service,
+                *addr,
+                Async::new(l).map_err(|e| ServeError::Bind(*addr, e))?,
+            ));
         }
     }
     std::fs::create_dir_all(config.spool_dir())
@@ -226,6 +308,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     let (trigger, shutdown) = async_channel::bounded(1);
     let grace = config.limits.shutdown_grace;
     let socket_path = config.control_socket();
+    let auth = crate::auth::Authenticator::new(&config);
     let server = Rc::new(Server {
         config: RefCell::new(Rc::new(config)),
         tls: RefCell::new(tls),
@@ -236,21 +319,24 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         per_ip: RefCell::new(HashMap::new()),
         shutdown,
         shutdown_trigger: RefCell::new(Some(trigger)),
+        auth,
+        generation: Cell::new(0),
+        change: event_listener::Event::new(),
+        pop3_sessions: RefCell::new(std::collections::HashSet::new()),
+        pop3_logins: RefCell::new(HashMap::new()),
+        queue_wake: event_listener::Event::new(),
     });
 
     let ex = Rc::new(LocalExecutor::new());
     async_io::block_on(ex.run(async {
-        for (addr, listener) in listeners {
-            log::info!("smtp listening on {addr}");
-            ex.spawn(accept_loop(
-                ex.clone(),
-                server.clone(),
-                listener,
-                Service::Smtp,
-            ))
-            .detach();
+        for (service, addr, listener) in listeners {
+            log::info!("{} listening on {addr}", service.name());
+            ex.spawn(accept_loop(ex.clone(), server.clone(), listener, service))
+                .detach();
         }
         ex.spawn(control::serve(ex.clone(), server.clone(), control))
+            .detach();
+        ex.spawn(crate::outbound::runner::run(ex.clone(), server.clone()))
             .detach();
         crate::systemd::notify_ready();
         log::info!("pimail ready (pid {})", std::process::id());
@@ -289,9 +375,69 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy)]
+/// The protocols a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
     Smtp,
+    Submission,
+    Submissions,
+    Imap,
+    Imaps,
+    Pop3,
+    Pop3s,
+}
+
+impl Service {
+    pub const ALL: [Service; 7] = [
+        Service::Smtp,
+        Service::Submission,
+        Service::Submissions,
+        Service::Imap,
+        Service::Imaps,
+        Service::Pop3,
+        Service::Pop3s,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Smtp => "smtp",
+            Service::Submission => "submission",
+            Service::Submissions => "submissions",
+            Service::Imap => "imap",
+            Service::Imaps => "imaps",
+            Service::Pop3 => "pop3",
+            Service::Pop3s => "pop3s",
+        }
+    }
+
+    fn addresses(self, config: &Config) -> &[SocketAddr] {
+        let l = &config.listen;
+        match self {
+            Service::Smtp => &l.smtp,
+            Service::Submission => &l.submission,
+            Service::Submissions => &l.submissions,
+            Service::Imap => &l.imap,
+            Service::Imaps => &l.imaps,
+            Service::Pop3 => &l.pop3,
+            Service::Pop3s => &l.pop3s,
+        }
+    }
+
+    /// TLS from the first byte (RFC 8314), instead of STARTTLS.
+    pub fn implicit_tls(self) -> bool {
+        matches!(self, Service::Submissions | Service::Imaps | Service::Pop3s)
+    }
+
+    fn implemented(self) -> bool {
+        matches!(
+            self,
+            Service::Smtp
+                | Service::Submission
+                | Service::Submissions
+                | Service::Pop3
+                | Service::Pop3s
+        )
+    }
 }
 
 async fn accept_loop(
@@ -306,7 +452,7 @@ async fn accept_loop(
             None
         })
         .await;
-        let (stream, peer) = match accepted {
+        let (tcp, peer) = match accepted {
             None => return,
             Some(Ok(a)) => a,
             Some(Err(e)) => {
@@ -317,14 +463,31 @@ async fn accept_loop(
             }
         };
         let Some(slot) = server.admit(peer.ip()) else {
-            ex.spawn(refuse(stream)).detach();
+            ex.spawn(refuse(tcp)).detach();
             continue;
         };
         let server = server.clone();
         ex.spawn(async move {
             let _slot = slot;
+            let mut stream = conn::Stream::Plain(tcp);
+            if service.implicit_tls() {
+                let Some(acceptor) = server.tls() else { return };
+                let timeout = server.config().limits.tls_handshake_timeout;
+                if let Err(e) = stream.start_tls(&acceptor, timeout).await {
+                    log::debug!("{} {peer}: TLS handshake: {e}", service.name());
+                    return;
+                }
+            }
             match service {
-                Service::Smtp => crate::smtp::session::run(server, stream, peer).await,
+                Service::Smtp => crate::smtp::session::run(server, stream, peer, false).await,
+                Service::Submission | Service::Submissions => {
+                    crate::smtp::session::run(server, stream, peer, true).await
+                }
+                Service::Pop3 | Service::Pop3s => {
+                    crate::pop3::session::run(server, stream, peer).await
+                }
+                // Not bound until implemented (see `Service::implemented`).
+                Service::Imap | Service::Imaps => {}
             }
         })
         .detach();

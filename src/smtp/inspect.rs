@@ -20,6 +20,8 @@ pub struct Inbound<'a> {
     /// Local accounts it is for.
     pub users: &'a [String],
     pub tls: bool,
+    /// The submitting account, on the submission ports.
+    pub authenticated: Option<&'a str>,
 }
 
 /// The decision on one message.
@@ -47,16 +49,32 @@ impl Verdict {
 /// Runs every inspection stage in order; the first refusal wins, and the
 /// headers of the stages that accept are added in order.
 pub async fn inspect(server: &Server, inbound: &Inbound<'_>, body: &Body) -> Verdict {
-    // Attachment scanner (src/scan): a refusal or a quarantine ends here.
+    // Attachment scanner (src/scan) first: a refusal or a quarantine ends
+    // inspection; otherwise its headers (if any) go first.
     let scanned = crate::scan::delivery::stage(server, inbound, body).await;
-    if let Verdict::Reject(_)
-    | Verdict::Accept {
-        mailbox: Some(_), ..
-    } = scanned
-    {
-        return scanned;
+    let (mut headers, mut mailbox) = match scanned {
+        Verdict::Reject(_)
+        | Verdict::Accept {
+            mailbox: Some(_), ..
+        } => return scanned,
+        Verdict::Accept { headers, mailbox } => (headers, mailbox),
+    };
+    let spam_settings = server.config().spam.clone();
+    // Mail our own users submit is not classified (it is theirs, and it
+    // mostly leaves); only inbound mail is.
+    let spam = match inbound.authenticated {
+        Some(_) => Verdict::accept(),
+        None => crate::spam::delivery::stage(&server.store, &spam_settings, inbound, body).await,
+    };
+    match spam {
+        Verdict::Reject(reply) => return Verdict::Reject(reply),
+        Verdict::Accept {
+            headers: h,
+            mailbox: m,
+        } => {
+            headers.push_str(&h);
+            mailbox = mailbox.or(m);
+        }
     }
-    // Later stages (spam filter, SPF/DKIM/DMARC) plug in here; their
-    // headers go after `scanned`'s.
-    scanned
+    Verdict::Accept { headers, mailbox }
 }

@@ -4,10 +4,9 @@
 //! (RFC 3030).
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::rc::Rc;
 
-use async_io::Async;
 use futures_lite::future;
 
 use super::command::{self, Address, Command, Recipient};
@@ -18,6 +17,7 @@ use crate::config::Config;
 use crate::server::Server;
 use crate::server::conn::{Input, Line, Output, Stream, with_timeout};
 use crate::store::ops::{self, Delivery, DeliveryTarget, Resolution};
+use crate::store::queue::Outbound;
 
 /// Input buffer per session: the longest command line fits, and DATA
 /// streams through it in pieces of this size.
@@ -30,6 +30,8 @@ struct Transaction {
     /// Accepted recipients: the address as given, and the local accounts
     /// it resolved to.
     rcpts: Vec<(String, Vec<String>)>,
+    /// Accepted recipients in other domains (submission only), as given.
+    remote: Vec<String>,
     /// BDAT content received so far, and whether a chunk failed.
     bdat: Option<(Spool, LineEndingCheck)>,
     bdat_failed: bool,
@@ -48,6 +50,11 @@ struct Session {
     commands: usize,
     errors: usize,
     id: String,
+    /// On the submission ports (587, 465): AUTH is offered and required,
+    /// and authenticated users may send to any domain.
+    submission: bool,
+    /// The authenticated account.
+    user: Option<String>,
 }
 
 /// How a command leaves the session.
@@ -56,14 +63,14 @@ enum Next {
     Close,
 }
 
-pub async fn run(server: Rc<Server>, tcp: Async<TcpStream>, peer: SocketAddr) {
+pub async fn run(server: Rc<Server>, stream: Stream, peer: SocketAddr, submission: bool) {
     let config = server.config();
     let mut s = Session {
         server,
         input: Input::new(INPUT_CAPACITY.max(config.limits.max_line_length)),
         config,
         peer,
-        stream: Stream::Plain(tcp),
+        stream,
         out: Output::new(),
         helo: None,
         esmtp: false,
@@ -71,6 +78,8 @@ pub async fn run(server: Rc<Server>, tcp: Async<TcpStream>, peer: SocketAddr) {
         commands: 0,
         errors: 0,
         id: session_id(),
+        submission,
+        user: None,
     };
     log::debug!("smtp {} connect from {peer}", s.id);
     if let Err(e) = s.run().await {
@@ -213,9 +222,7 @@ impl Session {
             Command::Expn => self.reply("502 5.5.1 EXPN is not available"),
             Command::Help => self.reply("214 2.0.0 See RFC 5321; commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY STARTTLS"),
             Command::StartTls => return self.starttls().await,
-            Command::Auth(_) => {
-                self.error("502 5.5.1 AUTH is offered on the submission ports only");
-            }
+            Command::Auth(args) => return self.auth(&args).await,
         }
         Ok(Next::Continue)
     }
@@ -243,6 +250,13 @@ impl Session {
         if !self.stream.is_tls() && self.server.tls().is_some() {
             lines.push("STARTTLS".to_string());
         }
+        // RFC 4954 4 and RFC 8314: AUTH only where a password is safe.
+        if self.submission
+            && self.user.is_none()
+            && crate::auth::plaintext_allowed(&self.config, &self.peer, self.stream.is_tls())
+        {
+            lines.push("AUTH PLAIN LOGIN".to_string());
+        }
         lines.push("HELP".to_string());
         let last = lines.len() - 1;
         for (i, l) in lines.iter().enumerate() {
@@ -257,6 +271,19 @@ impl Session {
         }
         if self.tx.is_some() {
             return self.error("503 5.5.1 Nested MAIL command");
+        }
+        if self.submission {
+            let Some(user) = self.user.clone() else {
+                return self.error("530 5.7.0 Authentication required");
+            };
+            // The envelope sender must be the user's own address or alias.
+            let owned = match &from {
+                None => false,
+                Some(a) => self.owns(&user, &a.normalized()),
+            };
+            if !owned {
+                return self.error("553 5.7.1 Sender address does not belong to you");
+            }
         }
         if let Some(a) = &from
             && !a.is_ascii()
@@ -276,6 +303,7 @@ impl Session {
             from,
             params,
             rcpts: Vec::new(),
+            remote: Vec::new(),
             bdat: None,
             bdat_failed: false,
         });
@@ -293,6 +321,24 @@ impl Session {
             return Ok(());
         }
         let smtputf8 = tx.params.smtputf8;
+        if self.submission
+            && let Recipient::Address(a) = &rcpt
+            && !self.config.is_local_domain(a.domain.trim_end_matches('.'))
+        {
+            if a.source_route {
+                self.error("550 5.7.1 Source routes are not accepted");
+                return Ok(());
+            }
+            if !a.is_ascii() && !smtputf8 {
+                self.error("553 5.6.7 Non-ASCII address requires SMTPUTF8");
+                return Ok(());
+            }
+            if let Some(tx) = &mut self.tx {
+                tx.remote.push(a.to_string());
+            }
+            self.reply("250 2.1.5 Ok, will relay");
+            return Ok(());
+        }
         let address = match rcpt {
             Recipient::Postmaster => format!("postmaster@{}", self.config.domains[0]),
             Recipient::Address(a) => {
@@ -359,7 +405,7 @@ impl Session {
                 self.error("503 5.5.1 Need MAIL command");
                 false
             }
-            Some(tx) if tx.rcpts.is_empty() => {
+            Some(tx) if tx.rcpts.is_empty() && tx.remote.is_empty() => {
                 self.error("554 5.5.1 No valid recipients");
                 false
             }
@@ -377,7 +423,8 @@ impl Session {
 
     /// Return-Path (RFC 5321 4.4: added at final delivery) and Received.
     fn trace_headers(&self, tx: &Transaction) -> String {
-        let proto = match (tx.params.smtputf8, self.esmtp, self.stream.is_tls()) {
+        // RFC 3848 / RFC 6531 3.7.3 protocol names; "A" for authenticated.
+        let base = match (tx.params.smtputf8, self.esmtp, self.stream.is_tls()) {
             (true, _, false) => "UTF8SMTP",
             (true, _, true) => "UTF8SMTPS",
             (false, true, true) => "ESMTPS",
@@ -385,12 +432,17 @@ impl Session {
             (false, false, true) => "SMTPS",
             (false, false, false) => "SMTP",
         };
+        let proto = if self.user.is_some() {
+            format!("{base}A")
+        } else {
+            base.to_string()
+        };
         let ip = match self.peer.ip() {
             std::net::IpAddr::V4(v4) => v4.to_string(),
             std::net::IpAddr::V6(v6) => format!("IPv6:{v6}"),
         };
-        let for_clause = match tx.rcpts.as_slice() {
-            [(one, _)] => format!("\r\n\tfor <{one}>"),
+        let for_clause = match (tx.rcpts.as_slice(), tx.remote.as_slice()) {
+            ([(one, _)], []) | ([], [one]) => format!("\r\n\tfor <{one}>"),
             _ => String::new(),
         };
         let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000");
@@ -439,7 +491,9 @@ impl Session {
         // read even when it is refused, so the session stays in step.
         let refusal = match &self.tx {
             None => Some("503 5.5.1 Need MAIL command"),
-            Some(t) if t.rcpts.is_empty() => Some("554 5.5.1 No valid recipients"),
+            Some(t) if t.rcpts.is_empty() && t.remote.is_empty() => {
+                Some("554 5.5.1 No valid recipients")
+            }
             Some(t) if t.bdat_failed => Some("503 5.5.1 An earlier BDAT failed; send RSET"),
             Some(_) => None,
         };
@@ -533,12 +587,44 @@ impl Session {
                 }
             }
         }
+        if let Some(user) = self.user.clone() {
+            // RFC 6409 8.1 lets a submission server check the message: the
+            // From: addresses must be the user's too, so nobody sends as
+            // someone else.
+            let from_header: Vec<String> = body
+                .meta
+                .root
+                .envelope
+                .as_ref()
+                .map(|e| {
+                    e.from
+                        .iter()
+                        .filter_map(|a| {
+                            Some(format!(
+                                "{}@{}",
+                                String::from_utf8_lossy(a.mailbox.as_ref()?),
+                                String::from_utf8_lossy(a.host.as_ref()?)
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if from_header.is_empty()
+                || !from_header
+                    .iter()
+                    .all(|a| self.owns(&user, &a.to_lowercase()))
+            {
+                self.error("553 5.7.1 From: header address does not belong to you");
+                return Ok(Next::Continue);
+            }
+        }
         let inbound = Inbound {
             peer: self.peer.ip(),
             helo: self.helo.as_deref().unwrap_or(""),
             from: &tx.from,
             users: &users,
             tls: self.stream.is_tls(),
+            authenticated: self.user.as_deref(),
         };
         let (added, mailbox) = match inspect(&self.server, &inbound, &body).await {
             Verdict::Accept { headers, mailbox } => {
@@ -562,7 +648,19 @@ impl Session {
             })
             .collect();
         let size = spooled.size;
+        let queue: Vec<Outbound> = tx
+            .remote
+            .iter()
+            .map(|rcpt| Outbound {
+                from: tx.from.clone(),
+                rcpt: rcpt.clone(),
+                eight_bit: tx.params.body == command::Body::EightBitMime,
+                smtputf8: tx.params.smtputf8,
+            })
+            .collect();
+        let queued = queue.len();
         let delivery = Delivery {
+            queue,
             blob: spooled.blob,
             content: spooled.content,
             size,
@@ -570,13 +668,17 @@ impl Session {
             internal_date: chrono::Utc::now().timestamp(),
             targets,
         };
-        match self.server.writer.deliver(delivery).await {
+        let result = self.server.deliver(delivery).await;
+        if queued > 0 && result.is_ok() {
+            self.server.wake_queue();
+        }
+        match result {
             Ok(delivered) => {
                 log::info!(
-                    "smtp {} from=<{}> size={size} rcpts={} stored={}",
+                    "smtp {} from=<{}> size={size} rcpts={} stored={} queued={queued}",
                     self.id,
                     tx.from,
-                    tx.rcpts.len(),
+                    tx.rcpts.len() + tx.remote.len(),
                     delivered.len()
                 );
                 let r = format!("250 2.0.0 Ok: stored as {}", self.id);
@@ -589,6 +691,136 @@ impl Session {
             }
         }
         Ok(Next::Continue)
+    }
+
+    /// Does `address` belong to `user`: the account itself, its
+    /// plus-addresses, or an alias (or catch-all) that delivers to it?
+    fn owns(&self, user: &str, address: &str) -> bool {
+        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+        if !self.config.is_local_domain(domain) {
+            return false;
+        }
+        matches!(self.resolve(address), Ok(Resolution::Local(users)) if users.iter().any(|u| u == user))
+    }
+
+    /// AUTH PLAIN / LOGIN (RFC 4954) on the submission ports.
+    async fn auth(&mut self, args: &str) -> io::Result<Next> {
+        if !self.submission {
+            self.error("502 5.5.1 AUTH is offered on the submission ports only");
+            return Ok(Next::Continue);
+        }
+        if self.user.is_some() {
+            self.error("503 5.5.1 Already authenticated");
+            return Ok(Next::Continue);
+        }
+        if self.tx.is_some() {
+            self.error("503 5.5.1 AUTH not allowed during a mail transaction");
+            return Ok(Next::Continue);
+        }
+        if !crate::auth::plaintext_allowed(&self.config, &self.peer, self.stream.is_tls()) {
+            self.error("538 5.7.11 Encryption required for requested authentication mechanism");
+            return Ok(Next::Continue);
+        }
+        if self.server.auth.blocked(self.peer.ip(), &self.config) {
+            self.reply("421 4.7.0 Too many failed logins from your address; try later");
+            return Ok(Next::Close);
+        }
+        let mut words = args.split(' ').filter(|w| !w.is_empty());
+        let mechanism = words.next().unwrap_or("").to_ascii_uppercase();
+        let initial = words.next().map(str::to_string);
+        let credentials = match mechanism.as_str() {
+            "PLAIN" => {
+                let response = match initial {
+                    Some(r) => Some(r),
+                    None => self.auth_response("").await?,
+                };
+                match response.as_deref() {
+                    None => return Ok(Next::Continue),
+                    // RFC 4954 4: "=" is an empty initial response.
+                    Some("=") => None,
+                    Some(r) => crate::auth::sasl::decode_plain(r).map(|c| (c.authcid, c.password)),
+                }
+            }
+            "LOGIN" => {
+                let user = match initial {
+                    Some(r) => Some(r),
+                    None => {
+                        self.auth_response(&crate::auth::sasl::encode("Username:"))
+                            .await?
+                    }
+                };
+                let Some(user) = user else {
+                    return Ok(Next::Continue);
+                };
+                let Some(password) = self
+                    .auth_response(&crate::auth::sasl::encode("Password:"))
+                    .await?
+                else {
+                    return Ok(Next::Continue);
+                };
+                crate::auth::sasl::decode_line(&user).zip(crate::auth::sasl::decode_line(&password))
+            }
+            _ => {
+                self.error("504 5.5.4 Unrecognized authentication type");
+                return Ok(Next::Continue);
+            }
+        };
+        let Some((name, password)) = credentials else {
+            self.error("501 5.5.2 Cannot decode the response");
+            return Ok(Next::Continue);
+        };
+        match self
+            .server
+            .auth
+            .verify(&self.server.store, &name, &password)
+            .await
+        {
+            Ok(Some(user)) => {
+                log::info!("smtp {} {}: authenticated as {user}", self.id, self.peer);
+                self.user = Some(user);
+                self.reply("235 2.7.0 Authentication successful");
+            }
+            Ok(None) => {
+                log::info!("smtp {} {}: failed AUTH for {name}", self.id, self.peer);
+                self.server.auth.note_failure(self.peer.ip());
+                // Slow down guessing.
+                async_io::Timer::after(self.config.auth.failure_delay).await;
+                self.error("535 5.7.8 Authentication credentials invalid");
+            }
+            Err(e) => {
+                log::error!("smtp {}: checking {name}: {e}", self.id);
+                self.reply("454 4.7.0 Temporary authentication failure");
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Sends a 334 challenge and reads the client's line; `None` when the
+    /// client cancelled with "*" (answered with 501 here).
+    async fn auth_response(&mut self, challenge: &str) -> io::Result<Option<String>> {
+        self.reply(&format!("334 {challenge}"));
+        self.flush().await?;
+        let max = self.config.limits.max_line_length;
+        let line = with_timeout(
+            self.config.limits.command_timeout,
+            self.input.read_line(&mut self.stream, max),
+        )
+        .await?;
+        match line {
+            Line::Complete(r) => {
+                let text = String::from_utf8_lossy(self.input.get(r)).into_owned();
+                if text == "*" {
+                    self.error("501 5.0.0 Authentication cancelled");
+                    return Ok(None);
+                }
+                Ok(Some(text))
+            }
+            Line::TooLong => {
+                self.error("500 5.5.6 Authentication exchange line is too long");
+                Ok(None)
+            }
+            Line::Eof => Err(io::ErrorKind::UnexpectedEof.into()),
+        }
     }
 
     async fn starttls(&mut self) -> io::Result<Next> {
@@ -607,6 +839,7 @@ impl Session {
         self.input.clear();
         self.helo = None;
         self.tx = None;
+        self.user = None;
         self.stream
             .start_tls(&acceptor, self.config.limits.tls_handshake_timeout)
             .await?;

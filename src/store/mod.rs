@@ -15,10 +15,14 @@
 //! - `blobs`: content hash -> [`BlobRow`] (reference count, size, precomputed
 //!   IMAP structure), shared by every local recipient of one message.
 //! - `chunks`: (content hash, index) -> at most [`CHUNK_SIZE`] bytes.
+//! - `expunged`: (mailbox id, modseq, uid) -> (), the expunge log.
+//! - `queue`, `queue_due`: outbound recipients and their next attempt
+//!   ([`queue`]).
 
 pub mod codec;
 pub mod content;
 pub mod ops;
+pub mod queue;
 pub mod writer;
 
 use std::fmt;
@@ -50,6 +54,9 @@ pub(crate) const MAILBOXES: TableDefinition<u64, &[u8]> = TableDefinition::new("
 pub(crate) const MESSAGES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("messages");
 pub(crate) const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
 pub(crate) const CHUNKS: TableDefinition<(&[u8; 32], u32), &[u8]> = TableDefinition::new("chunks");
+/// (mailbox, modseq, uid) of every expunge, so a client can learn what
+/// vanished since a mod-sequence (RFC 7162 QRESYNC).
+pub(crate) const EXPUNGED: TableDefinition<(u64, u64, u32), ()> = TableDefinition::new("expunged");
 
 /// Everything that can go wrong with the store, phrased for the operator.
 #[derive(Debug)]
@@ -375,7 +382,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            cache_bytes: 32 << 20,
+            cache_bytes: 2 << 20,
             quick_repair: false,
         }
     }
@@ -436,6 +443,9 @@ impl Store {
             txn.open_table(MESSAGES)?;
             txn.open_table(BLOBS)?;
             txn.open_table(CHUNKS)?;
+            txn.open_table(EXPUNGED)?;
+            txn.open_table(queue::QUEUE)?;
+            txn.open_table(queue::QUEUE_DUE)?;
         }
         txn.commit()?;
         Ok(store)
@@ -628,6 +638,15 @@ impl Store {
             Some(v) => Some(BlobRow::decode(v.value())?),
             None => None,
         })
+    }
+
+    /// One chunk of a blob, in its own short read transaction, so a slow
+    /// client never holds a snapshot open (which would keep the writer from
+    /// reusing pages).
+    pub fn chunk(&self, id: &BlobId, index: u32) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.begin_read()?;
+        let chunks = txn.open_table(CHUNKS)?;
+        Ok(chunks.get((id, index))?.map(|c| c.value().to_vec()))
     }
 
     /// Streams a blob's content, one chunk at a time, to `sink`; the message

@@ -311,6 +311,8 @@ pub struct DeliveryTarget {
 
 /// A message to store: its content (as chunks) once, and one copy per target.
 pub struct Delivery {
+    /// Remote recipients to queue in the same transaction.
+    pub queue: Vec<super::queue::Outbound>,
     pub blob: BlobId,
     pub content: super::content::Content,
     pub size: u64,
@@ -344,7 +346,20 @@ pub fn deliver(txn: &WriteTransaction, delivery: &Delivery) -> Result<Vec<Delive
             resolved.push((id, t.flags));
         }
     }
-    store_blob(txn, delivery, resolved.len() as u32)?;
+    store_blob(
+        txn,
+        delivery,
+        (resolved.len() + delivery.queue.len()) as u32,
+    )?;
+    if !delivery.queue.is_empty() {
+        super::queue::enqueue(
+            txn,
+            &delivery.blob,
+            delivery.size,
+            delivery.internal_date,
+            &delivery.queue,
+        )?;
+    }
     let mut out = Vec::with_capacity(resolved.len());
     let mut boxes = txn.open_table(MAILBOXES)?;
     let mut messages = txn.open_table(MESSAGES)?;
@@ -416,6 +431,56 @@ fn store_blob(txn: &WriteTransaction, d: &Delivery, references: u32) -> Result<(
     Ok(())
 }
 
+/// Removes messages from a mailbox: one new mod-sequence for the whole
+/// expunge, logged per UID, counters updated, content released when no
+/// mailbox references it any more. UIDs that are not there are skipped.
+/// Returns the UIDs removed and the new HIGHESTMODSEQ.
+pub fn expunge(
+    txn: &WriteTransaction,
+    mailbox: u64,
+    uids: &[u32],
+) -> Result<(Vec<u32>, u64), StoreError> {
+    let mut boxes = txn.open_table(MAILBOXES)?;
+    let mut mb = match boxes.get(mailbox)? {
+        Some(row) => Mailbox::decode(mailbox, row.value())?,
+        None => return Err(StoreError::NotFound(format!("mailbox {mailbox}"))),
+    };
+    let mut removed = Vec::new();
+    let mut blobs = Vec::new();
+    {
+        let mut messages = txn.open_table(MESSAGES)?;
+        for &uid in uids {
+            let Some(row) = messages.remove((mailbox, uid))? else {
+                continue;
+            };
+            let row = MessageRow::decode(row.value())?;
+            mb.exists = mb.exists.saturating_sub(1);
+            if row.flags & flags::SEEN == 0 {
+                mb.unseen = mb.unseen.saturating_sub(1);
+            }
+            mb.size = mb.size.saturating_sub(row.size);
+            removed.push(uid);
+            blobs.push(row.blob);
+        }
+    }
+    if removed.is_empty() {
+        return Ok((removed, mb.highest_modseq));
+    }
+    mb.highest_modseq += 1;
+    {
+        let mut log = txn.open_table(EXPUNGED)?;
+        for &uid in &removed {
+            log.insert((mailbox, mb.highest_modseq, uid), ())?;
+        }
+    }
+    boxes.insert(mailbox, mb.encode().as_slice())?;
+    drop(boxes);
+    for b in blobs {
+        release_blob(txn, &b)?;
+    }
+    Ok((removed, mb.highest_modseq))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::temp_store;
@@ -424,6 +489,7 @@ mod tests {
     fn delivery(content: &[u8], targets: &[(&str, &str)]) -> Delivery {
         use sha2::Digest;
         Delivery {
+            queue: Vec::new(),
             blob: sha2::Sha256::digest(content).into(),
             content: super::super::content::Content::from_chunks(
                 content.chunks(CHUNK_SIZE).map(<[u8]>::to_vec).collect(),
@@ -537,9 +603,21 @@ mod tests {
         );
         assert!(store.write(|t| deliver(t, &d2)).is_err());
         assert!(store.blob(&d2.blob).unwrap().is_none());
+        // Expunge: counters, modseq, log; a missing UID is skipped.
+        let inbox_a = store.mailbox("a@example.org", "INBOX").unwrap().unwrap();
+        let (removed, modseq) = store.write(|t| expunge(t, inbox_a.id, &[1, 99])).unwrap();
+        assert_eq!(removed, vec![1]);
+        assert_eq!(modseq, inbox_a.highest_modseq + 1);
+        let after = store.mailbox("a@example.org", "INBOX").unwrap().unwrap();
+        assert_eq!((after.exists, after.unseen, after.size), (0, 0, 0));
+        assert_eq!(store.blob(&d.blob).unwrap().unwrap().refcount, 1);
+        {
+            let txn = store.begin_read().unwrap();
+            let log = txn.open_table(EXPUNGED).unwrap();
+            assert!(log.get((inbox_a.id, modseq, 1)).unwrap().is_some());
+        }
         // Deleting one account keeps the shared blob; deleting both frees it.
         store.write(|t| del_account(t, "a@example.org")).unwrap();
-        assert_eq!(store.blob(&d.blob).unwrap().unwrap().refcount, 1);
         store.write(|t| del_account(t, "b@example.org")).unwrap();
         assert!(store.blob(&d.blob).unwrap().is_none());
         std::fs::remove_dir_all(dir).unwrap();

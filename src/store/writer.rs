@@ -219,6 +219,7 @@ mod tests {
                         let body = format!("Subject: {i}\r\n\r\nbody {i}\r\n").into_bytes();
                         use sha2::Digest;
                         w.deliver(Delivery {
+                            queue: Vec::new(),
                             blob: sha2::Sha256::digest(&body).into(),
                             size: body.len() as u64,
                             content: crate::store::content::Content::from_chunks(vec![body]),
