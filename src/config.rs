@@ -84,6 +84,34 @@ pub struct StoreConfig {
     pub quick_repair: bool,
 }
 
+/// What to do with a message the scanner flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanAction {
+    /// Refuse it at end-of-data with 554 5.7.1.
+    Reject,
+    /// Accept it into the Junk mailbox with an X-Pimail-Scan: header.
+    Quarantine,
+    /// Accept it as usual with an X-Pimail-Scan: header (limits only).
+    Accept,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanConfig {
+    pub enabled: bool,
+    /// Directory of ClamAV signature files (.ndb, .hdb, .hsb, .fp, .sfp,
+    /// .ign2, .cvd, .cld).
+    pub signatures: PathBuf,
+    /// For infected messages: Reject or Quarantine.
+    pub action: ScanAction,
+    /// For messages past a scan limit (zip bombs...).
+    pub limit_action: ScanAction,
+    pub max_depth: usize,
+    pub max_object_size: u64,
+    pub max_total_size: u64,
+    pub max_zip_entries: usize,
+    pub concurrency: usize,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file it was read from (relative paths below are resolved against
@@ -102,6 +130,7 @@ pub struct Config {
     pub relay: Relay,
     pub queue: Queue,
     pub store: StoreConfig,
+    pub scan: ScanConfig,
     pub spam: crate::spam::Settings,
     pub log_level: String,
 }
@@ -278,6 +307,29 @@ batch_max_bytes = 2097152
 # repair at the next start, at the cost of a second flush per commit.
 quick_repair = false
 
+[scan]
+# Scan every received message (decoded attachments, embedded messages, zip
+# entries) with ClamAV-format signatures; EICAR is built in.
+enabled = true
+# Signature files: .ndb, .hdb, .hsb, .fp, .sfp, .ign2, .cvd, .cld. SIGHUP
+# reloads them.
+signatures = "signatures"
+# Infected mail: "reject" (554 5.7.1 at end of data) or "quarantine" (stored
+# in the recipient's Junk mailbox with an X-Pimail-Scan: header).
+action = "reject"
+# Mail that could not be scanned whole (a limit below, e.g. a zip bomb):
+# "reject", "quarantine" or "accept".
+limit_action = "reject"
+# Nesting of embedded messages and archives.
+max_depth = 8
+# Largest decoded attachment or archive entry, in bytes (held in memory).
+max_object_size = 33554432
+# Decoded and decompressed bytes per message, all parts together.
+max_total_size = 67108864
+# Entries in one zip archive.
+max_zip_entries = 1000
+# Messages scanned at once, each on a thread of its own.
+concurrency = 1
 [spam]
 # Classify inbound mail (Robinson/Fisher, as bogofilter): spam goes to Junk
 # with an X-Spam-Status: header. Train with `pimail spam train`.
@@ -504,6 +556,7 @@ impl Config {
             "limits",
             "auth",
             "store",
+            "scan",
             "spam",
         ];
         for k in root.keys() {
@@ -886,6 +939,68 @@ impl Config {
             quick_repair: r.boolean(t, "quick_repair", "store.quick_repair", false)?,
         };
 
+        let t = r.table(
+            &root,
+            "scan",
+            &[
+                "enabled",
+                "signatures",
+                "action",
+                "limit_action",
+                "max_depth",
+                "max_object_size",
+                "max_total_size",
+                "max_zip_entries",
+                "concurrency",
+            ],
+        )?;
+        let action = |key: &str, allowed: &[&str]| -> Result<ScanAction, ConfigError> {
+            let path = format!("scan.{key}");
+            let v = r.string(t, key, &path, "reject")?;
+            if !allowed.contains(&v.as_str()) {
+                return Err(r.err(
+                    &path,
+                    format!("expected one of {}, found {v:?}", allowed.join(", ")),
+                ));
+            }
+            Ok(match v.as_str() {
+                "quarantine" => ScanAction::Quarantine,
+                "accept" => ScanAction::Accept,
+                _ => ScanAction::Reject,
+            })
+        };
+        let scan = ScanConfig {
+            enabled: r.boolean(t, "enabled", "scan.enabled", true)?,
+            signatures: resolve(r.string(t, "signatures", "scan.signatures", "signatures")?),
+            action: action("action", &["reject", "quarantine"])?,
+            limit_action: action("limit_action", &["reject", "quarantine", "accept"])?,
+            max_depth: r.int(t, "max_depth", "scan.max_depth", 8, 1, 64)? as usize,
+            max_object_size: r.int(
+                t,
+                "max_object_size",
+                "scan.max_object_size",
+                32 << 20,
+                1024,
+                1 << 32,
+            )?,
+            max_total_size: r.int(
+                t,
+                "max_total_size",
+                "scan.max_total_size",
+                64 << 20,
+                1024,
+                1 << 34,
+            )?,
+            max_zip_entries: r.int(
+                t,
+                "max_zip_entries",
+                "scan.max_zip_entries",
+                1000,
+                1,
+                1_000_000,
+            )? as usize,
+            concurrency: r.int(t, "concurrency", "scan.concurrency", 1, 1, 64)? as usize,
+        };
         let spam = spam_settings(&r, &root)?;
 
         Ok(Config {
@@ -903,6 +1018,7 @@ impl Config {
             relay,
             queue,
             store,
+            scan,
             spam,
             log_level,
         })
@@ -918,6 +1034,15 @@ impl Config {
 
     pub fn control_socket(&self) -> PathBuf {
         self.data_dir.join("control.sock")
+    }
+
+    pub fn scan_limits(&self) -> crate::scan::Limits {
+        crate::scan::Limits {
+            max_depth: self.scan.max_depth,
+            max_object_size: self.scan.max_object_size,
+            max_total_size: self.scan.max_total_size,
+            max_zip_entries: self.scan.max_zip_entries,
+        }
     }
 
     pub fn store_options(&self) -> crate::store::StoreOptions {
@@ -1061,6 +1186,12 @@ mod tests {
                 "auth.allow_plaintext_on_loopback",
                 "true or false",
             ),
+            (
+                "[scan]\naction = \"accept\"\n",
+                "scan.action",
+                "expected one of reject, quarantine",
+            ),
+            ("[scan]\nmax_depth = 0\n", "scan.max_depth", "from 1 to 64"),
             (
                 "[spam]\nspam_cutoff = 1.5\n",
                 "spam.spam_cutoff",

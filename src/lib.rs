@@ -13,6 +13,7 @@ pub mod dns;
 pub mod message;
 pub mod outbound;
 pub mod pop3;
+pub mod scan;
 pub mod server;
 pub mod smtp;
 pub mod spam;

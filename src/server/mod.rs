@@ -29,6 +29,8 @@ pub struct Server {
     tls: RefCell<Option<TlsAcceptor>>,
     pub store: Arc<Store>,
     pub writer: Writer,
+    /// The attachment scanner's signatures (src/scan).
+    pub scan: crate::scan::delivery::ScanState,
     connections: Cell<usize>,
     per_ip: RefCell<HashMap<IpAddr, usize>>,
     /// Closed (never sent on) when the server begins to shut down: every
@@ -179,6 +181,7 @@ impl Server {
                         "reload: listener addresses changed; they take effect at the next restart"
                     );
                 }
+                self.scan.reload(&new);
                 *self.config.borrow_mut() = Rc::new(new);
                 log::info!("reloaded {}", path.display());
             }
@@ -301,6 +304,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         async_signal::Signal::Hup,
     ])
     .map_err(|e| ServeError::Io(format!("installing signal handlers: {e}")))?;
+    let scan = crate::scan::delivery::ScanState::start(&config).map_err(ServeError::Io)?;
     let (trigger, shutdown) = async_channel::bounded(1);
     let grace = config.limits.shutdown_grace;
     let socket_path = config.control_socket();
@@ -310,6 +314,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         tls: RefCell::new(tls),
         store: store.clone(),
         writer,
+        scan,
         connections: Cell::new(0),
         per_ip: RefCell::new(HashMap::new()),
         shutdown,

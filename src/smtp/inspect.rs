@@ -49,9 +49,16 @@ impl Verdict {
 /// Runs every inspection stage in order; the first refusal wins, and the
 /// headers of the stages that accept are added in order.
 pub async fn inspect(server: &Server, inbound: &Inbound<'_>, body: &Body) -> Verdict {
-    // Stages (attachment scanner, spam filter, SPF/DKIM/DMARC) plug in here.
-    let mut headers = String::new();
-    let mut mailbox: Option<String> = None;
+    // Attachment scanner (src/scan) first: a refusal or a quarantine ends
+    // inspection; otherwise its headers (if any) go first.
+    let scanned = crate::scan::delivery::stage(server, inbound, body).await;
+    let (mut headers, mut mailbox) = match scanned {
+        Verdict::Reject(_)
+        | Verdict::Accept {
+            mailbox: Some(_), ..
+        } => return scanned,
+        Verdict::Accept { headers, mailbox } => (headers, mailbox),
+    };
     let spam_settings = server.config().spam.clone();
     // Mail our own users submit is not classified (it is theirs, and it
     // mostly leaves); only inbound mail is.

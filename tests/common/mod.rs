@@ -27,7 +27,11 @@ fn next_port_base() -> u16 {
         let slot = NEXT.fetch_add(1, Ordering::Relaxed);
         // Spread processes too: each test binary starts at a pid-derived slot.
         let base = 20000 + ((std::process::id() as u16 % 40 + slot) % 40) * 1000;
-        if TcpListener::bind(("127.0.0.1", base + 25)).is_ok() {
+        // All seven dev ports must be free (other test processes may run).
+        if [25, 110, 143, 465, 587, 993, 995]
+            .iter()
+            .all(|p| TcpListener::bind(("127.0.0.1", base + p)).is_ok())
+        {
             return base;
         }
     }

@@ -1,0 +1,256 @@
+//! Whole-message tests: the messages in testdata/ against their expected
+//! verdicts, and every limit at and past its value.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::*;
+
+fn db() -> Database {
+    Database::builtin().unwrap()
+}
+
+fn verdict(f: &Finding) -> String {
+    match f {
+        Finding::Clean => "OK".into(),
+        Finding::Infected(n) | Finding::Limit(n) => format!("{n} FOUND"),
+    }
+}
+
+#[test]
+fn testdata_messages_get_their_expected_verdicts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/scan/testdata");
+    let expected = std::fs::read_to_string(dir.join("expected.txt")).unwrap();
+    let db = db();
+    let mut n = 0;
+    for line in expected.lines() {
+        let (name, want) = line.split_once(": ").unwrap();
+        let msg = std::fs::read(dir.join(name)).unwrap();
+        let got = scan_message_bytes(&db, &msg, Limits::default()).unwrap();
+        assert_eq!(verdict(&got), want, "{name}");
+        // The same through the CLI's path (the file read a chunk at a time).
+        let got = cli::scan_file(&db, Limits::default(), &dir.join(name)).unwrap();
+        assert_eq!(verdict(&got), want, "{name} via scan_file");
+        n += 1;
+    }
+    assert!(n >= 10);
+}
+
+fn zip(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data) in files {
+        w.start_file(
+            *name,
+            zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated),
+        )
+        .unwrap();
+        w.write_all(data).unwrap();
+    }
+    w.finish().unwrap().into_inner()
+}
+
+fn with_attachment(data: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+    let mut m = b"Subject: t\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        .to_vec();
+    for line in b64.as_bytes().chunks(76) {
+        m.extend_from_slice(line);
+        m.extend_from_slice(b"\r\n");
+    }
+    m.extend_from_slice(b"--b--\r\n");
+    m
+}
+
+fn scan(msg: &[u8], limits: Limits) -> Finding {
+    scan_message_bytes(&db(), msg, limits).unwrap()
+}
+
+const EICAR: &[u8] = signature::EICAR;
+
+fn infected() -> Finding {
+    Finding::Infected(signature::EICAR_NAME.into())
+}
+
+#[test]
+fn depth_limit() {
+    // EICAR in a zip in a zip: depth 2.
+    let nested = zip(&[("in.zip", &zip(&[("e.com", EICAR)]))]);
+    let msg = with_attachment(&nested);
+    let at = Limits {
+        max_depth: 2,
+        ..Limits::default()
+    };
+    assert_eq!(scan(&msg, at), infected());
+    let below = Limits {
+        max_depth: 1,
+        ..Limits::default()
+    };
+    assert_eq!(scan(&msg, below), Finding::Limit(LIMIT_DEPTH.into()));
+}
+
+#[test]
+fn object_size_limit() {
+    let mut data = vec![b'.'; 5000];
+    data[100..100 + EICAR.len()].copy_from_slice(EICAR);
+    let msg = with_attachment(&data);
+    let at = Limits {
+        max_object_size: 5000,
+        ..Limits::default()
+    };
+    assert_eq!(scan(&msg, at), infected());
+    let below = Limits {
+        max_object_size: 4999,
+        ..Limits::default()
+    };
+    assert_eq!(scan(&msg, below), Finding::Limit(LIMIT_OBJECT.into()));
+    // An entry's declared size counts before anything is inflated.
+    let z = zip(&[("big", &vec![0u8; 5000])]);
+    assert_eq!(
+        scan(&with_attachment(&z), below),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+}
+
+#[test]
+fn total_size_limit() {
+    let entry = vec![b'x'; 3000];
+    let z = zip(&[("a", &entry), ("b", &entry), ("c", EICAR)]);
+    let msg = with_attachment(&z);
+    let total = (z.len() + 6000 + EICAR.len()) as u64;
+    let at = Limits {
+        max_total_size: total,
+        ..Limits::default()
+    };
+    assert_eq!(scan(&msg, at), infected());
+    let below = Limits {
+        max_total_size: total - 1,
+        ..Limits::default()
+    };
+    assert_eq!(scan(&msg, below), Finding::Limit(LIMIT_TOTAL.into()));
+}
+
+#[test]
+fn zip_entries_limit() {
+    let z = zip(&[("a", b"1"), ("b", b"2"), ("c", EICAR)]);
+    let msg = with_attachment(&z);
+    let at = Limits {
+        max_zip_entries: 3,
+        ..Limits::default()
+    };
+    assert_eq!(scan(&msg, at), infected());
+    let below = Limits {
+        max_zip_entries: 2,
+        ..Limits::default()
+    };
+    assert_eq!(scan(&msg, below), Finding::Limit(LIMIT_ENTRIES.into()));
+}
+
+#[test]
+fn hash_and_body_signatures_from_files() {
+    use md5::Digest;
+    let dir = std::env::temp_dir().join(format!("pimail-scan-sigs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let payload = b"a harmless file that a hash signature names".to_vec();
+    let md5 = md5::Md5::digest(&payload);
+    let sha256 = sha2::Sha256::digest(&payload);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    std::fs::write(
+        dir.join("t.hdb"),
+        format!("{}:{}:Test.Md5\n", hex(&md5), payload.len()),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("t.hsb"),
+        format!("{}:*:Test.Sha256\n", hex(&sha256)),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("t.ndb"),
+        "Test.Body:0:*:7365637265742d6d61726b6572\n",
+    )
+    .unwrap();
+    let db = Database::load(&dir, &std::env::temp_dir()).unwrap();
+    let f = |m: &[u8]| scan_message_bytes(&db, m, Limits::default()).unwrap();
+    assert_eq!(
+        f(&with_attachment(&payload)),
+        Finding::Infected("Test.Md5".into())
+    );
+    // Same hash in a zip entry.
+    assert_eq!(
+        f(&with_attachment(&zip(&[("x", &payload)]))),
+        Finding::Infected("Test.Md5".into())
+    );
+    assert_eq!(
+        f(&with_attachment(b"has a secret-marker inside")),
+        Finding::Infected("Test.Body".into())
+    );
+    assert_eq!(f(&with_attachment(b"nothing")), Finding::Clean);
+    // An allow-list entry for the same file wins; .ign2 silences a name.
+    std::fs::write(dir.join("t.fp"), format!("{}:*:Known.Good\n", hex(&md5))).unwrap();
+    std::fs::write(dir.join("t.ign2"), "Test.Body\n").unwrap();
+    let db = Database::load(&dir, &std::env::temp_dir()).unwrap();
+    let f = |m: &[u8]| scan_message_bytes(&db, m, Limits::default()).unwrap();
+    assert_eq!(f(&with_attachment(&payload)), Finding::Clean);
+    assert_eq!(
+        f(&with_attachment(b"has a secret-marker inside")),
+        Finding::Clean
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn raw_windows_overlap_and_count_offsets_from_the_start() {
+    // A plain body larger than a window, EICAR across the first boundary.
+    let mut msg = b"Subject: big\r\n\r\n".to_vec();
+    let at = (1 << 20) - 30;
+    msg.resize(at, b'a');
+    msg.extend_from_slice(EICAR);
+    msg.resize(3 << 20, b'b');
+    let db = db();
+    let mut w = Walker::new(&db, Limits::default());
+    let got = w
+        .stream(std::io::Cursor::new(&msg), msg.len() as u64)
+        .unwrap();
+    assert_eq!(got, infected());
+    let clean = vec![b'c'; 3 << 20];
+    let got = w
+        .stream(std::io::Cursor::new(&clean), clean.len() as u64)
+        .unwrap();
+    assert_eq!(got, Finding::Clean);
+}
+
+#[test]
+fn cli_lines_and_exit_codes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/scan/testdata");
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let s = cli::run(
+        Path::new("/nonexistent"),
+        &std::env::temp_dir(),
+        &[dir.join("clean-text.eml"), dir.join("eicar-base64.eml")],
+        Limits::default(),
+        &mut out,
+        &mut err,
+    );
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("clean-text.eml: OK\n"), "{out}");
+    assert!(
+        out.contains("eicar-base64.eml: Eicar-Test-Signature FOUND\n"),
+        "{out}"
+    );
+    assert_eq!(s.exit_code(), 1);
+    let mut out = Vec::new();
+    let s = cli::run(
+        Path::new("/nonexistent"),
+        &std::env::temp_dir(),
+        &[dir.join("clean-text.eml"), dir.join("missing.eml")],
+        Limits::default(),
+        &mut out,
+        &mut err,
+    );
+    assert_eq!(s.exit_code(), 2, "{}", String::from_utf8_lossy(&out));
+}
