@@ -373,3 +373,138 @@ fn smarthost_with_starttls_and_auth() {
     wait_queue_empty(&inst, 10);
     let _ = std::fs::remove_file(ca);
 }
+
+/// dkimpy's verdict on a message, given the key record; None when dkimpy
+/// cannot be had (no python3, no PyPI).
+fn dkimpy_verify(dir: &std::path::Path, message: &[u8], name: &str, record: &str) -> Option<bool> {
+    let python = "python3";
+    let importable = || {
+        std::process::Command::new(python)
+            .args(["-c", "import dkim, nacl"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !importable() {
+        let _ = std::process::Command::new(python)
+            .args(["-m", "pip", "install", "--quiet", "dkimpy", "pynacl"])
+            .status();
+        if !importable() {
+            eprintln!("SKIP: dkimpy not available; DKIM verification not run");
+            return None;
+        }
+    }
+    let file = dir.join("signed.eml");
+    std::fs::write(&file, message).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dkim_verify.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(&file)
+        .arg(format!("{name}={record}"))
+        .output()
+        .unwrap();
+    Some(out.status.success())
+}
+
+#[test]
+fn mx_routing_from_dns_and_dkim_signed_delivery() {
+    use common::fakedns::{FakeDns, FakeRecord};
+    let sink = Sink::start(Script::default());
+    let (dns, _dns) = FakeDns::start(vec![
+        FakeRecord::mx("remote.example", 5, "down.remote.example"),
+        FakeRecord::mx("remote.example", 10, "up.remote.example"),
+        // Nothing listens on 127.0.0.2: the preferred MX refuses.
+        FakeRecord::a("down.remote.example", "127.0.0.2"),
+        FakeRecord::a("up.remote.example", "127.0.0.1"),
+        // No MX: the domain's own address is the implicit MX.
+        FakeRecord::a("implicit.example", "127.0.0.1"),
+        FakeRecord::mx("nullmx.example", 0, "."),
+    ]);
+    let mut inst = Instance::new("mx", |t| {
+        t.replace("dns_servers = []", &format!("dns_servers = [\"{dns}\"]"))
+            .replace("mx_port = 25", &format!("mx_port = {}", sink.addr.port()))
+            .replace(
+                "retry_schedule = [300, 900, 1800, 3600, 7200, 14400]",
+                "retry_schedule = [1]",
+            )
+    });
+    let out = inst.cli(&[
+        "dkim",
+        "keygen",
+        "--domain",
+        "example.test",
+        "--selector",
+        "s1",
+        "--algorithm",
+        "ed25519",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    inst.start();
+    let mut c = Smtp::connect(submission(&inst));
+    c.expect("EHLO client.example", 250);
+    assert_eq!(auth_plain(&mut c, USER, "secret"), 235);
+    let rcpts = [
+        "bob@remote.example",
+        "carol@implicit.example",
+        "x@nullmx.example",
+        "y@gone.example",
+    ];
+    assert_eq!(
+        c.send_mail(
+            USER,
+            &rcpts,
+            &mail_from(USER, "bob@remote.example", "routing")
+        )
+        .0,
+        250
+    );
+    let got = sink.wait_for(2, 30);
+    wait_queue_empty(&inst, 20);
+    let mut delivered: Vec<String> = got.iter().flat_map(|m| m.rcpts.clone()).collect();
+    delivered.sort();
+    assert_eq!(
+        delivered,
+        vec![
+            "bob@remote.example".to_string(),
+            "carol@implicit.example".to_string()
+        ]
+    );
+    // Null MX and a domain that does not exist bounce at once.
+    // One bounce per destination domain's delivery run.
+    let dsn: String = inst
+        .uids(USER, "INBOX")
+        .iter()
+        .map(|u| String::from_utf8(inst.show(USER, *u)).unwrap())
+        .collect();
+    assert!(
+        dsn.contains(
+            "Final-Recipient: rfc822; x@nullmx.example\r\nAction: failed\r\nStatus: 5.1.10"
+        ),
+        "{dsn}"
+    );
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; y@gone.example\r\nAction: failed\r\nStatus: 5.1.2"),
+        "{dsn}"
+    );
+    // The delivered copy is DKIM-signed by example.test, verifiable with the
+    // published key.
+    let data = &got[0].data;
+    assert!(
+        data.starts_with(b"DKIM-Signature: v=1; a=ed25519-sha256;"),
+        "{}",
+        String::from_utf8_lossy(&data[..200.min(data.len())])
+    );
+    let stored = pimail::dkim::keys::stored(&inst.dir.join("dkim")).unwrap();
+    let key = pimail::dkim::keys::load(&stored[0].2).unwrap();
+    if let Some(ok) = dkimpy_verify(
+        &inst.dir,
+        data,
+        "s1._domainkey.example.test",
+        &key.txt_record(),
+    ) {
+        assert!(ok, "dkimpy rejected our signature");
+    }
+}

@@ -5,3 +5,4 @@ pub mod client;
 pub mod dsn;
 pub mod mx;
 pub mod runner;
+pub mod sign;

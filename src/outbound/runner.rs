@@ -132,7 +132,8 @@ async fn resolve_host(server: &Server, host: &str, port: u16) -> Result<Vec<Sock
     {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
-    super::mx::addresses(server, host, port).await
+    let _ = server;
+    super::mx::addresses(host, port).await
 }
 
 /// Tries each host and address in order (RFC 5321 5.1) until one answers.

@@ -29,6 +29,10 @@ pub struct Server {
     tls: RefCell<Option<TlsAcceptor>>,
     pub store: Arc<Store>,
     pub writer: Writer,
+    /// DKIM keys for signing submitted mail, by domain.
+    pub dkim: RefCell<Vec<Arc<crate::dkim::Signer>>>,
+    /// The stub resolver (MX lookups for outbound delivery).
+    pub resolver: crate::dns::Resolver,
     /// The attachment scanner's signatures (src/scan).
     pub scan: crate::scan::delivery::ScanState,
     connections: Cell<usize>,
@@ -182,6 +186,7 @@ impl Server {
                     );
                 }
                 self.scan.reload(&new);
+                *self.dkim.borrow_mut() = crate::outbound::sign::load_signers(&new.data_dir);
                 *self.config.borrow_mut() = Rc::new(new);
                 log::info!("reloaded {}", path.display());
             }
@@ -305,6 +310,13 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
     ])
     .map_err(|e| ServeError::Io(format!("installing signal handlers: {e}")))?;
     let scan = crate::scan::delivery::ScanState::start(&config).map_err(ServeError::Io)?;
+    let dkim = crate::outbound::sign::load_signers(&config.data_dir);
+    let resolver = if config.relay.dns_servers.is_empty() {
+        crate::dns::Resolver::from_resolv_conf(std::path::Path::new("/etc/resolv.conf"))
+            .map_err(|e| ServeError::Io(format!("/etc/resolv.conf: {e}")))?
+    } else {
+        crate::dns::Resolver::new(config.relay.dns_servers.clone(), Duration::from_secs(5), 2)
+    };
     let (trigger, shutdown) = async_channel::bounded(1);
     let grace = config.limits.shutdown_grace;
     let socket_path = config.control_socket();
@@ -315,6 +327,8 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         store: store.clone(),
         writer,
         scan,
+        dkim: RefCell::new(dkim),
+        resolver,
         connections: Cell::new(0),
         per_ip: RefCell::new(HashMap::new()),
         shutdown,

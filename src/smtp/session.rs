@@ -446,9 +446,15 @@ impl Session {
             _ => String::new(),
         };
         let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S +0000");
+        // Return-Path is for final delivery (RFC 5321 4.4); mail our users
+        // submit mostly leaves, so it carries none.
+        let return_path = if self.user.is_some() {
+            String::new()
+        } else {
+            format!("Return-Path: <{}>\r\n", tx.from)
+        };
         format!(
-            "Return-Path: <{}>\r\nReceived: from {} ([{ip}])\r\n\tby {} (pimail) with {proto} id {}{for_clause};\r\n\t{date}\r\n",
-            tx.from,
+            "{return_path}Received: from {} ([{ip}])\r\n\tby {} (pimail) with {proto} id {}{for_clause};\r\n\t{date}\r\n",
             self.helo.as_deref().unwrap_or("unknown"),
             self.config.hostname,
             self.id,
@@ -636,7 +642,39 @@ impl Session {
                 return Ok(Next::Continue);
             }
         };
-        let mut prefix = self.trace_headers(&tx);
+        let mut prefix = String::new();
+        let mut body = body;
+        if self.user.is_some() {
+            let from_domain = body
+                .meta
+                .root
+                .envelope
+                .as_ref()
+                .and_then(|e| e.from.first())
+                .and_then(|a| a.host.as_ref())
+                .map(|h| String::from_utf8_lossy(h).to_lowercase());
+            let envelope_domain = tx
+                .from
+                .rsplit_once('@')
+                .map_or(String::new(), |(_, d)| d.to_lowercase());
+            let signers = self.server.dkim.borrow().clone();
+            if let Some(signer) =
+                crate::outbound::sign::choose(&signers, from_domain.as_deref(), &envelope_domain)
+            {
+                // Hashing the body is CPU work: off the executor.
+                let (b, signature) = smol::unblock(move || {
+                    let s = crate::outbound::sign::sign(&body, &signer);
+                    (body, s)
+                })
+                .await;
+                body = b;
+                match signature {
+                    Ok(field) => prefix.push_str(&field),
+                    Err(e) => log::warn!("smtp {}: not DKIM-signed: {e}", self.id),
+                }
+            }
+        }
+        prefix.push_str(&self.trace_headers(&tx));
         prefix.push_str(&added);
         let spooled = body.store(prefix.into_bytes());
         let targets: Vec<DeliveryTarget> = users
