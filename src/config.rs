@@ -43,6 +43,23 @@ pub struct Auth {
     pub hash_concurrency: usize,
 }
 
+/// IMAP session limits (the shared ones are in [`Limits`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Imap {
+    /// Longest command line, CRLF included (literals not counted).
+    pub max_line_length: usize,
+    /// Bytes of one command other than APPEND, its literals included.
+    pub max_command_size: usize,
+    /// Commands in one session.
+    pub max_commands: usize,
+    /// An IDLE lasts at most this long (RFC 9051 5.4: at least 30 min).
+    pub idle_timeout: Duration,
+    /// Seconds an authenticated session may stay silent outside IDLE.
+    pub autologout: Duration,
+    /// Delay before answering a failed login, to slow password guessing.
+    pub login_failure_delay: Duration,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreConfig {
     pub path: PathBuf,
@@ -66,6 +83,7 @@ pub struct Config {
     pub tls_key: PathBuf,
     pub limits: Limits,
     pub auth: Auth,
+    pub imap: Imap,
     pub store: StoreConfig,
     pub log_level: String,
 }
@@ -188,6 +206,21 @@ argon2_memory_kib = 19456
 argon2_iterations = 2
 # Password hashes computed at once (each holds argon2_memory_kib).
 hash_concurrency = 1
+
+[imap]
+# Longest command line in bytes, CRLF included (literals not counted).
+max_line_length = 8192
+# Largest command other than APPEND, literals included (APPEND is bounded
+# by limits.max_message_size).
+max_command_size = 65536
+# Commands in one session (clients stay connected for days).
+max_commands = 1000000
+# Seconds one IDLE may last (RFC 9051 5.4), and an authenticated session may
+# stay silent otherwise (RFC 9051 5.4: at least 30 minutes).
+idle_timeout = 1800
+autologout = 1800
+# Milliseconds before a failed login is answered, to slow password guessing.
+login_failure_delay_ms = 2000
 
 [store]
 path = "pimail.redb"
@@ -368,6 +401,7 @@ impl Config {
             "tls",
             "limits",
             "auth",
+            "imap",
             "store",
         ];
         for k in root.keys() {
@@ -565,6 +599,69 @@ impl Config {
 
         let t = r.table(
             &root,
+            "imap",
+            &[
+                "max_line_length",
+                "max_command_size",
+                "max_commands",
+                "idle_timeout",
+                "autologout",
+                "login_failure_delay_ms",
+            ],
+        )?;
+        let imap = Imap {
+            max_line_length: r.int(
+                t,
+                "max_line_length",
+                "imap.max_line_length",
+                8192,
+                1024,
+                1 << 20,
+            )? as usize,
+            max_command_size: r.int(
+                t,
+                "max_command_size",
+                "imap.max_command_size",
+                65536,
+                1024,
+                1 << 24,
+            )? as usize,
+            max_commands: r.int(
+                t,
+                "max_commands",
+                "imap.max_commands",
+                1_000_000,
+                10,
+                u32::MAX as u64,
+            )? as usize,
+            idle_timeout: Duration::from_secs(r.int(
+                t,
+                "idle_timeout",
+                "imap.idle_timeout",
+                1800,
+                1,
+                86400,
+            )?),
+            autologout: Duration::from_secs(r.int(
+                t,
+                "autologout",
+                "imap.autologout",
+                1800,
+                1,
+                86400,
+            )?),
+            login_failure_delay: Duration::from_millis(r.int(
+                t,
+                "login_failure_delay_ms",
+                "imap.login_failure_delay_ms",
+                2000,
+                0,
+                60_000,
+            )?),
+        };
+
+        let t = r.table(
+            &root,
             "store",
             &[
                 "path",
@@ -608,6 +705,7 @@ impl Config {
             tls_key,
             limits,
             auth,
+            imap,
             store,
             log_level,
         })

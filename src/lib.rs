@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod imap;
 pub mod message;
 pub mod server;
 pub mod smtp;

@@ -380,7 +380,7 @@ impl Service {
     }
 
     fn implemented(self) -> bool {
-        matches!(self, Service::Smtp)
+        matches!(self, Service::Smtp | Service::Imap | Service::Imaps)
     }
 }
 
@@ -424,13 +424,11 @@ async fn accept_loop(
             }
             match service {
                 Service::Smtp => crate::smtp::session::run(server, stream, peer).await,
+                Service::Imap | Service::Imaps => {
+                    crate::imap::session::run(server, stream, peer).await
+                }
                 // Not bound until implemented (see `Service::implemented`).
-                Service::Submission
-                | Service::Submissions
-                | Service::Imap
-                | Service::Imaps
-                | Service::Pop3
-                | Service::Pop3s => {}
+                Service::Submission | Service::Submissions | Service::Pop3 | Service::Pop3s => {}
             }
         })
         .detach();

@@ -19,6 +19,7 @@
 
 pub mod codec;
 pub mod content;
+pub mod mailbox_ops;
 pub mod ops;
 pub mod writer;
 
