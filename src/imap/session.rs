@@ -568,9 +568,11 @@ impl Session {
                 changed_since,
                 vanished,
             } => {
+                // Pending changes go first, so FETCH output is not repeated.
+                self.sync(uid).await?;
                 self.fetch(uid, &set, items, changed_since, vanished)
                     .await?;
-                self.done(tag, "FETCH completed", uid).await?;
+                self.tagged(tag, "OK", "FETCH completed");
             }
             Kind::Store {
                 uid,
@@ -1504,6 +1506,7 @@ impl Session {
                     | FetchItem::Section { .. }
                     | FetchItem::Binary { .. }
                     | FetchItem::BinarySize(_)
+                    | FetchItem::Rfc822
                     | FetchItem::Rfc822Header
                     | FetchItem::Rfc822Text
             )
@@ -2588,7 +2591,9 @@ fn fallback_meta(size: u64) -> MessageMeta {
 }
 
 fn canonical_inbox(name: &str) -> String {
-    if name.len() >= 5 && name[..5].eq_ignore_ascii_case("INBOX") {
+    if let Some(head) = name.get(..5)
+        && head.eq_ignore_ascii_case("INBOX")
+    {
         let rest = &name[5..];
         if rest.is_empty() || rest.starts_with(DELIMITER) {
             return format!("INBOX{rest}");
