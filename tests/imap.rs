@@ -536,3 +536,117 @@ fn sigterm_says_bye_to_idle_sessions() {
     assert!(c.read_response_line().starts_with("* BYE"));
     assert_eq!(inst.wait(Duration::from_secs(10)), Some(0));
 }
+
+/// mbsync (Debian isync) two-way sync: messages down, flags and deletions
+/// both ways, content checked end to end. Skipped when mbsync is missing
+/// (.ci/run installs it).
+#[test]
+fn mbsync_two_way_sync() {
+    if std::process::Command::new("mbsync")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("mbsync missing; skipped");
+        return;
+    }
+    let inst = instance("imap-mbsync");
+    deliver(
+        &inst,
+        b"Subject: keep\r\nMessage-ID: <keep@x>\r\n\r\nkeep me\r\n",
+    );
+    deliver(
+        &inst,
+        b"Subject: drop\r\nMessage-ID: <drop@x>\r\n\r\ndrop me\r\n",
+    );
+    let local = inst.dir.join("maildir");
+    std::fs::create_dir_all(&local).unwrap();
+    let rc = inst.dir.join("mbsyncrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "IMAPAccount pimail\nHost 127.0.0.1\nPort {}\nUser {USER}\nPass secret\nSSLType None\nAuthMechs LOGIN\n\n\
+             IMAPStore remote\nAccount pimail\n\n\
+             MaildirStore local\nPath {}/\nInbox {}/INBOX\nSubFolders Verbatim\n\n\
+             Channel sync\nFar :remote:\nNear :local:\nPatterns INBOX Archive\nCreate Both\nExpunge Both\nSyncState *\n",
+            inst.port_base + 143,
+            local.display(),
+            local.display()
+        ),
+    )
+    .unwrap();
+    let sync = || {
+        let out = std::process::Command::new("mbsync")
+            .arg("-c")
+            .arg(&rc)
+            .arg("-a")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mbsync: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            inst.log()
+        );
+    };
+    let files = || -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let mut v = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(rd) = std::fs::read_dir(local.join("INBOX").join(sub)) {
+                for e in rd.flatten() {
+                    v.push((e.path(), std::fs::read(e.path()).unwrap()));
+                }
+            }
+        }
+        v
+    };
+    sync();
+    let got = files();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got.iter()
+            .any(|(_, c)| String::from_utf8_lossy(c).contains("keep me"))
+    );
+    // mbsync stores LF line ends locally and adds X-TUID; the text is ours.
+    // Locally: mark "keep" seen, delete "drop".
+    for (path, content) in &got {
+        if String::from_utf8_lossy(content).contains("drop me") {
+            std::fs::remove_file(path).unwrap();
+        } else {
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            let base = name.split(":2,").next().unwrap().to_string();
+            std::fs::rename(path, local.join("INBOX/cur").join(format!("{base}:2,S"))).unwrap();
+        }
+    }
+    sync();
+    let mut c = Imap::connect(imap_addr(&inst));
+    c.login();
+    c.ok("SELECT INBOX");
+    let u = c.ok("FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
+    assert_eq!(u.len(), 1, "{u:?}");
+    assert!(
+        u[0].contains("\\Seen") && u[0].contains("Subject: keep"),
+        "{u:?}"
+    );
+    // On the server: flag it, and a new message arrives.
+    c.ok("STORE 1 +FLAGS (\\Flagged)");
+    deliver(&inst, b"Subject: new\r\n\r\nnew one\r\n");
+    sync();
+    let got = files();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got.iter()
+            .any(|(p, c)| String::from_utf8_lossy(c).contains("keep me")
+                && p.to_string_lossy().ends_with(":2,FS"))
+    );
+    assert!(
+        got.iter()
+            .any(|(_, c)| String::from_utf8_lossy(c).contains("new one"))
+    );
+    // Deleted on the server: gone locally after the next sync.
+    c.ok("STORE 1 +FLAGS.SILENT (\\Deleted)");
+    c.ok("EXPUNGE");
+    sync();
+    assert_eq!(files().len(), 1);
+}
