@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 REFSTACK="${REFSTACK:-/work/shared/reference-stack}"
 DATA="${PIMAIL_BENCH_DATA:-/tmp/pimail-imap-bench}"
+# A private reference instance, on ports apart from other benchmarks'.
+export MAILBENCH_REF_DATA="${MAILBENCH_REF_DATA:-/tmp/mailbench-ref-imap}"
+export IMAP_PORT="${IMAP_PORT:-2243}" POP3_PORT="${POP3_PORT:-2210}" SMTP_PORT="${SMTP_PORT:-2625}"
 cargo build --release --locked
 BIN=target/release/pimail
 if [ ! -f "$DATA/pimail.toml" ]; then
@@ -22,4 +25,5 @@ PID=$!
 trap 'kill $PID 2>/dev/null || true; bash "$REFSTACK/refstack.sh" stop >/dev/null 2>&1 || true' EXIT
 bash "$REFSTACK/refstack.sh" start
 sleep 1
-python3 benches/imap/bench.py --pimail-pid "$PID" "$@"
+python3 benches/imap/bench.py --pimail-pid "$PID" --dovecot-port "$IMAP_PORT" \
+  --dovecot-pidfile "$MAILBENCH_REF_DATA/dovecot/run/master.pid" "$@"
