@@ -75,6 +75,23 @@ pub struct Auth {
     pub hash_concurrency: usize,
 }
 
+/// IMAP session limits (the shared ones are in [`Limits`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Imap {
+    /// Longest command line, CRLF included (literals not counted).
+    pub max_line_length: usize,
+    /// Bytes of one command other than APPEND, its literals included.
+    pub max_command_size: usize,
+    /// Commands in one session.
+    pub max_commands: usize,
+    /// An IDLE lasts at most this long (RFC 9051 5.4: at least 30 min).
+    pub idle_timeout: Duration,
+    /// Seconds an authenticated session may stay silent outside IDLE.
+    pub autologout: Duration,
+    /// Delay before answering a failed login, to slow password guessing.
+    pub login_failure_delay: Duration,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreConfig {
     pub path: PathBuf,
@@ -129,6 +146,7 @@ pub struct Config {
     pub pop3: Pop3,
     pub relay: Relay,
     pub queue: Queue,
+    pub imap: Imap,
     pub store: StoreConfig,
     pub scan: ScanConfig,
     pub spam: crate::spam::Settings,
@@ -294,6 +312,20 @@ timeout = 600
 # Seconds a user must wait between two POP3 logins (advertised as
 # LOGIN-DELAY, RFC 2449 6.8); 0 for none.
 login_delay = 0
+[imap]
+# Longest command line in bytes, CRLF included (literals not counted).
+max_line_length = 8192
+# Largest command other than APPEND, literals included (APPEND is bounded
+# by limits.max_message_size).
+max_command_size = 65536
+# Commands in one session (clients stay connected for days).
+max_commands = 1000000
+# Seconds one IDLE may last (RFC 9051 5.4), and an authenticated session may
+# stay silent otherwise (RFC 9051 5.4: at least 30 minutes).
+idle_timeout = 1800
+autologout = 1800
+# Milliseconds before a failed login is answered, to slow password guessing.
+login_failure_delay_ms = 2000
 
 [store]
 path = "pimail.redb"
@@ -555,6 +587,7 @@ impl Config {
             "tls",
             "limits",
             "auth",
+            "imap",
             "store",
             "scan",
             "spam",
@@ -907,6 +940,69 @@ impl Config {
 
         let t = r.table(
             &root,
+            "imap",
+            &[
+                "max_line_length",
+                "max_command_size",
+                "max_commands",
+                "idle_timeout",
+                "autologout",
+                "login_failure_delay_ms",
+            ],
+        )?;
+        let imap = Imap {
+            max_line_length: r.int(
+                t,
+                "max_line_length",
+                "imap.max_line_length",
+                8192,
+                1024,
+                1 << 20,
+            )? as usize,
+            max_command_size: r.int(
+                t,
+                "max_command_size",
+                "imap.max_command_size",
+                65536,
+                1024,
+                1 << 24,
+            )? as usize,
+            max_commands: r.int(
+                t,
+                "max_commands",
+                "imap.max_commands",
+                1_000_000,
+                10,
+                u32::MAX as u64,
+            )? as usize,
+            idle_timeout: Duration::from_secs(r.int(
+                t,
+                "idle_timeout",
+                "imap.idle_timeout",
+                1800,
+                1,
+                86400,
+            )?),
+            autologout: Duration::from_secs(r.int(
+                t,
+                "autologout",
+                "imap.autologout",
+                1800,
+                1,
+                86400,
+            )?),
+            login_failure_delay: Duration::from_millis(r.int(
+                t,
+                "login_failure_delay_ms",
+                "imap.login_failure_delay_ms",
+                2000,
+                0,
+                60_000,
+            )?),
+        };
+
+        let t = r.table(
+            &root,
             "store",
             &[
                 "path",
@@ -1017,6 +1113,7 @@ impl Config {
             pop3,
             relay,
             queue,
+            imap,
             store,
             scan,
             spam,

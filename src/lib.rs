@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod dkim;
 pub mod dns;
+pub mod imap;
 pub mod message;
 pub mod outbound;
 pub mod pop3;

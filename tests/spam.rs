@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Instance, Smtp, USER};
+use common::{Instance, Smtp, USER, message};
 
 fn spam(i: usize) -> String {
     format!(
@@ -153,4 +153,62 @@ fn separate_database_file_and_untrain() {
         out.contains("0 spam, 0 ham") && out.contains("tokens: 0"),
         "{out}"
     );
+}
+
+/// Moving a message into Junk over IMAP trains it as spam; moving it back
+/// out undoes that and trains it as ham; nothing is counted twice.
+#[test]
+fn imap_moves_teach_the_filter() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut inst = Instance::new("spam-imap", |t| t);
+    inst.start();
+    let mut c = Smtp::connect(inst.smtp_addr());
+    c.expect("EHLO client.example", 250);
+    assert_eq!(
+        c.send_mail("x@other.example", &[USER], &message("cheap pills", 500))
+            .0,
+        250
+    );
+    drop(c);
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", inst.port_base + 143)).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut r = BufReader::new(tcp);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let cmd = |r: &mut BufReader<std::net::TcpStream>, tag: &str, text: &str| -> String {
+        r.get_mut()
+            .write_all(format!("{tag} {text}\r\n").as_bytes())
+            .unwrap();
+        let mut all = String::new();
+        loop {
+            let mut l = String::new();
+            assert!(
+                r.read_line(&mut l).unwrap() > 0,
+                "connection closed after {text}"
+            );
+            all.push_str(&l);
+            if l.starts_with(&format!("{tag} ")) {
+                assert!(l.starts_with(&format!("{tag} OK")), "{text}: {all}");
+                return all;
+            }
+        }
+    };
+    cmd(&mut r, "a1", &format!("LOGIN {USER} secret"));
+    cmd(&mut r, "a2", "SELECT INBOX");
+    cmd(&mut r, "a3", "UID MOVE 1 Junk");
+    cmd(&mut r, "a4", "SELECT Junk");
+    cmd(&mut r, "a5", "UID MOVE 1 INBOX");
+    cmd(&mut r, "a6", "LOGOUT");
+    inst.signal("TERM");
+    assert_eq!(inst.wait(std::time::Duration::from_secs(20)), Some(0));
+    let out = inst.cli(&["spam", "stats"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Into Junk: 1 spam; back out: the spam training undone, 1 ham.
+    assert!(text.contains("messages trained: 0 spam, 1 ham"), "{text}");
 }

@@ -448,6 +448,8 @@ impl Service {
             Service::Smtp
                 | Service::Submission
                 | Service::Submissions
+                | Service::Imap
+                | Service::Imaps
                 | Service::Pop3
                 | Service::Pop3s
         )
@@ -500,11 +502,12 @@ async fn accept_loop(
                 Service::Submission | Service::Submissions => {
                     crate::smtp::session::run(server, stream, peer, true).await
                 }
+                Service::Imap | Service::Imaps => {
+                    crate::imap::session::run(server, stream, peer).await
+                }
                 Service::Pop3 | Service::Pop3s => {
                     crate::pop3::session::run(server, stream, peer).await
                 }
-                // Not bound until implemented (see `Service::implemented`).
-                Service::Imap | Service::Imaps => {}
             }
         })
         .detach();

@@ -21,6 +21,7 @@
 
 pub mod codec;
 pub mod content;
+pub mod mailbox_ops;
 pub mod ops;
 pub mod queue;
 pub mod writer;
