@@ -80,7 +80,8 @@ pub async fn run(server: Rc<Server>, stream: Stream, peer: SocketAddr) {
     let config = server.config();
     let mut s = Session {
         server,
-        input: Input::new(config.imap.max_line_length),
+        // Idle sessions hold 1 KiB; long lines grow it up to the limit.
+        input: Input::with_sizes(1024, config.imap.max_line_length),
         config,
         peer,
         stream,

@@ -101,19 +101,32 @@ pub enum Line {
     Eof,
 }
 
-/// A fixed-capacity input buffer: nothing a client sends can make it grow.
+/// A bounded input buffer: it starts at `initial` bytes, grows (doubling)
+/// up to `limit` only while a long line or literal needs it, and shrinks
+/// back when a new line starts with nothing buffered, so an idle session
+/// holds `initial` bytes. Nothing a client sends makes it exceed `limit`.
 pub struct Input {
-    buf: Box<[u8]>,
+    buf: Vec<u8>,
     start: usize,
     end: usize,
+    initial: usize,
+    limit: usize,
 }
 
 impl Input {
+    /// A buffer of fixed size.
     pub fn new(capacity: usize) -> Input {
+        Input::with_sizes(capacity, capacity)
+    }
+
+    pub fn with_sizes(initial: usize, limit: usize) -> Input {
+        let initial = initial.clamp(1, limit.max(1));
         Input {
-            buf: vec![0; capacity].into_boxed_slice(),
+            buf: vec![0; initial],
             start: 0,
             end: 0,
+            initial,
+            limit: limit.max(initial),
         }
     }
 
@@ -149,7 +162,11 @@ impl Input {
             self.start = 0;
         }
         if self.end == self.buf.len() {
-            return Err(io::Error::other("input buffer full"));
+            if self.buf.len() >= self.limit {
+                return Err(io::Error::other("input buffer full"));
+            }
+            let len = (self.buf.len() * 2).min(self.limit);
+            self.buf.resize(len, 0);
         }
         let n = stream.read(&mut self.buf[self.end..]).await?;
         self.end += n;
@@ -162,7 +179,15 @@ impl Input {
         stream: &mut S,
         max: usize,
     ) -> io::Result<Line> {
-        let max = max.min(self.buf.len());
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > self.initial {
+                self.buf.truncate(self.initial);
+                self.buf.shrink_to_fit();
+            }
+        }
+        let max = max.min(self.limit);
         let mut scanned = 0;
         loop {
             let avail = &self.buf[self.start..self.end];
@@ -245,5 +270,43 @@ impl Output {
 impl Default for Output {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_grows_for_long_lines_and_shrinks_when_idle() {
+        let mut long = vec![b'x'; 3000];
+        long.extend_from_slice(b"\r\nshort\r\n");
+        let mut stream = futures_lite::io::Cursor::new(long);
+        let mut input = Input::with_sizes(64, 4096);
+        let line = futures_lite::future::block_on(input.read_line(&mut stream, 4096)).unwrap();
+        let Line::Complete(r) = line else {
+            panic!("{line:?}")
+        };
+        assert_eq!(r.len(), 3000);
+        assert!(input.buf.len() >= 3002 && input.buf.len() <= 4096);
+        let line = futures_lite::future::block_on(input.read_line(&mut stream, 4096)).unwrap();
+        let Line::Complete(r) = line else {
+            panic!("{line:?}")
+        };
+        assert_eq!(input.get(r), b"short");
+        // Nothing buffered at the next line: back to the initial size.
+        let line = futures_lite::future::block_on(input.read_line(&mut stream, 4096)).unwrap();
+        assert_eq!(line, Line::Eof);
+        assert_eq!(input.buf.len(), 64);
+        // Over the limit: refused without growing past it.
+        let mut stream =
+            futures_lite::io::Cursor::new([vec![b'y'; 10_000], b"\r\nok\r\n".to_vec()].concat());
+        let mut input = Input::with_sizes(64, 1024);
+        let line = futures_lite::future::block_on(input.read_line(&mut stream, 1024)).unwrap();
+        assert_eq!(line, Line::TooLong);
+        assert!(input.buf.len() <= 1024);
+        let line = futures_lite::future::block_on(input.read_line(&mut stream, 1024)).unwrap();
+        let Line::Complete(r) = line else { panic!() };
+        assert_eq!(input.get(r), b"ok");
     }
 }
