@@ -12,6 +12,7 @@ pub mod mutf7;
 pub mod parse;
 pub mod sequence;
 pub mod session;
+pub mod uids;
 
 use crate::store::flags;
 use parse::Kind;

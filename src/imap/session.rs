@@ -41,7 +41,7 @@ struct Selected {
     name: String,
     read_only: bool,
     /// UIDs by message sequence number - 1.
-    uids: Vec<u32>,
+    uids: super::uids::UidList,
     /// Changes up to this mod-sequence have been reported.
     modseq: u64,
     /// Messages below this UID are in `uids` (or were expunged).
@@ -831,7 +831,7 @@ impl Session {
         }
         let txn = self.store_read()?;
         let messages = txn.open_table(MESSAGES).map_err(|e| db(e.into()))?;
-        let mut uids = Vec::with_capacity(mb.exists as usize);
+        let mut uids = super::uids::UidList::new();
         let mut first_unseen = None;
         for entry in messages
             .range((mb.id, 0)..=(mb.id, u32::MAX))
@@ -932,7 +932,7 @@ impl Session {
             return Ok(());
         };
         let mut lines = Vec::new();
-        for (i, &uid) in sel.uids.iter().enumerate() {
+        for (i, uid) in sel.uids.iter().enumerate() {
             if let Some(row) = messages.get((id, uid)).map_err(|e| db(e.into()))? {
                 let row = MessageRow::decode(row.value()).map_err(|e| db(e.into()))?;
                 if row.modseq > modseq {
@@ -1374,16 +1374,16 @@ impl Session {
         };
         let mut out = Vec::new();
         if uid {
-            let max = sel.uids.last().copied().unwrap_or(0);
+            let max = sel.uids.last().unwrap_or(0);
             // RFC 9051 6.4.9: with UIDs, `*` is the highest UID, and a range
             // naming only UIDs above it still includes it.
             for (lo, hi) in set.resolved(max) {
-                let start = sel.uids.partition_point(|&u| u < lo);
-                for (i, &u) in sel.uids[start..].iter().enumerate() {
+                let start = sel.uids.count_below(lo);
+                for (i, u) in sel.uids.iter_from(start) {
                     if u > hi {
                         break;
                     }
-                    out.push(((start + i + 1) as u32, u));
+                    out.push(((i + 1) as u32, u));
                 }
             }
             out.sort_unstable();
@@ -1392,7 +1392,7 @@ impl Session {
             let max = sel.uids.len() as u32;
             for (lo, hi) in set.resolved(max) {
                 for n in lo.max(1)..=hi.min(max) {
-                    out.push((n, sel.uids[n as usize - 1]));
+                    out.push((n, sel.uids.get(n as usize - 1).unwrap_or(0)));
                 }
             }
             out.sort_unstable();
@@ -2061,7 +2061,7 @@ impl Session {
         }
         let id = sel.id;
         let uids = sel.uids.clone();
-        let max_uid = uids.last().copied().unwrap_or(0);
+        let max_uid = uids.last().unwrap_or(0);
         let mut doomed = Vec::new();
         {
             let txn = self.store_read()?;
@@ -2235,10 +2235,10 @@ impl Session {
         };
         let id = sel.id;
         let uids = sel.uids.clone();
-        let max_uid = uids.last().copied().unwrap_or(0);
+        let max_uid = uids.last().unwrap_or(0);
         let mut hits: Vec<(u32, u32)> = Vec::new();
         let mut highest_modseq = 0u64;
-        for (i, &u) in uids.iter().enumerate() {
+        for (i, u) in uids.iter().enumerate() {
             if i % 128 == 127 {
                 future::yield_now().await;
             }
