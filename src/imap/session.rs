@@ -1011,19 +1011,27 @@ impl Session {
         // Flag changes of messages the client knows.
         let messages = txn.open_table(MESSAGES).map_err(|e| db(e.into()))?;
         if mb.highest_modseq > sel.modseq {
-            for entry in messages
-                .range((sel.id, 0)..(sel.id, sel.uidnext))
+            // Only the rows whose mod-sequence moved (the `changes` index),
+            // never a scan of the mailbox.
+            let changes = txn
+                .open_table(crate::store::CHANGES)
+                .map_err(|e| db(e.into()))?;
+            let mut changed = Vec::new();
+            for entry in changes
+                .range((sel.id, sel.modseq + 1, 0)..=(sel.id, u64::MAX, u32::MAX))
                 .map_err(|e| db(e.into()))?
             {
-                let (k, v) = entry.map_err(|e| db(e.into()))?;
-                let Some((_, modseq)) = mailbox_ops::flags_and_modseq(v.value()) else {
+                let uid = entry.map_err(|e| db(e.into()))?.0.value().2;
+                if uid < sel.uidnext {
+                    changed.push(uid);
+                }
+            }
+            changed.sort_unstable();
+            for uid in changed {
+                let Ok(i) = sel.uids.binary_search(&uid) else {
                     continue;
                 };
-                if modseq <= sel.modseq {
-                    continue;
-                }
-                let uid = k.value().1;
-                let Ok(i) = sel.uids.binary_search(&uid) else {
+                let Some(v) = messages.get((sel.id, uid)).map_err(|e| db(e.into()))? else {
                     continue;
                 };
                 let row = MessageRow::decode(v.value()).map_err(|e| db(e.into()))?;

@@ -95,6 +95,7 @@ pub fn store_flags(
             }
             let old_flags = row.flags;
             let old_keywords = row.keywords.clone();
+            let old_modseq = row.modseq;
             match change {
                 FlagChange::Replace => {
                     row.flags = flag_bits | (row.flags & flags::RECENT);
@@ -126,6 +127,9 @@ pub fn store_flags(
                     mb.unseen = mb.unseen.saturating_sub(1);
                 }
                 messages.insert((mailbox, uid), row.encode().as_slice())?;
+                let mut changes = txn.open_table(CHANGES)?;
+                changes.remove((mailbox, old_modseq, uid))?;
+                changes.insert((mailbox, row.modseq, uid), ())?;
             } else if unchanged_since.is_some() {
                 // RFC 7162 3.1.3: a no-op store still answers with the
                 // current MODSEQ, which is what `row.modseq` holds.
@@ -278,6 +282,8 @@ pub fn copy(
             blob.refcount += 1;
             blobs.insert(&row.blob, blob.encode().as_slice())?;
             messages.insert((dst, new_uid), row.encode().as_slice())?;
+            txn.open_table(CHANGES)?
+                .insert((dst, row.modseq, new_uid), ())?;
             pairs.push((uid, new_uid));
         }
     }
@@ -379,6 +385,10 @@ pub fn delete(txn: &WriteTransaction, user: &str, name: &str) -> Result<(), Stor
         }
         let mut log = txn.open_table(EXPUNGED)?;
         for entry in log.extract_from_if((id, 0, 0)..=(id, u64::MAX, u32::MAX), |_, _| true)? {
+            entry?;
+        }
+        let mut changes = txn.open_table(CHANGES)?;
+        for entry in changes.extract_from_if((id, 0, 0)..=(id, u64::MAX, u32::MAX), |_, _| true)? {
             entry?;
         }
     }

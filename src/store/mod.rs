@@ -16,6 +16,8 @@
 //!   IMAP structure), shared by every local recipient of one message.
 //! - `chunks`: (content hash, index) -> at most [`CHUNK_SIZE`] bytes.
 //! - `expunged`: (mailbox id, modseq, uid) -> (), the expunge log.
+//! - `changes`: (mailbox id, modseq, uid) -> (), each message by its
+//!   current mod-sequence.
 //! - `queue`, `queue_due`: outbound recipients and their next attempt
 //!   ([`queue`]).
 
@@ -36,7 +38,7 @@ use redb::{
 
 use codec::{Malformed, RowReader, RowWriter};
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 const MAGIC: &[u8] = b"pimail-store";
 
 /// redb stores a value larger than a page alone in a power-of-two run of
@@ -58,6 +60,9 @@ pub(crate) const CHUNKS: TableDefinition<(&[u8; 32], u32), &[u8]> = TableDefinit
 /// (mailbox, modseq, uid) of every expunge, so a client can learn what
 /// vanished since a mod-sequence (RFC 7162 QRESYNC).
 pub(crate) const EXPUNGED: TableDefinition<(u64, u64, u32), ()> = TableDefinition::new("expunged");
+/// (mailbox, modseq, uid) of every message row: what changed since a
+/// mod-sequence is a range scan, not a scan of the mailbox (schema 2).
+pub(crate) const CHANGES: TableDefinition<(u64, u64, u32), ()> = TableDefinition::new("changes");
 
 /// Everything that can go wrong with the store, phrased for the operator.
 #[derive(Debug)]
@@ -445,6 +450,7 @@ impl Store {
             txn.open_table(BLOBS)?;
             txn.open_table(CHUNKS)?;
             txn.open_table(EXPUNGED)?;
+            txn.open_table(CHANGES)?;
             txn.open_table(queue::QUEUE)?;
             txn.open_table(queue::QUEUE_DUE)?;
         }
@@ -509,8 +515,9 @@ impl Store {
         let mut version = from;
         while version < SCHEMA_VERSION {
             let txn = self.begin_write()?;
-            // No step exists yet: version 1 is the first schema. A step goes
-            // here as `match version { 1 => migrate_1_to_2(&txn)?, .. }`.
+            if version == 1 {
+                migrate_1_to_2(&txn)?;
+            }
             {
                 let mut meta = txn.open_table(META)?;
                 meta.insert("schema_version", (version + 1).to_le_bytes().as_slice())?;
@@ -520,6 +527,18 @@ impl Store {
             log::info!("store migrated to schema version {version}");
         }
         Ok(())
+    }
+
+    /// UIDs of `mailbox` whose mod-sequence is above `since`, in
+    /// mod-sequence order.
+    pub fn changed_since(&self, mailbox: u64, since: u64) -> Result<Vec<u32>, StoreError> {
+        let txn = self.begin_read()?;
+        let t = txn.open_table(CHANGES)?;
+        let mut out = Vec::new();
+        for e in t.range((mailbox, since.saturating_add(1), 0)..=(mailbox, u64::MAX, u32::MAX))? {
+            out.push(e?.0.value().2);
+        }
+        Ok(out)
     }
 
     pub fn path(&self) -> &Path {
@@ -674,6 +693,25 @@ impl Store {
     }
 }
 
+/// Schema 2 adds the `changes` index, built from the message rows.
+fn migrate_1_to_2(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let rows: Vec<(u64, u32, u64)> = {
+        let messages = txn.open_table(MESSAGES)?;
+        let mut v = Vec::new();
+        for e in messages.iter()? {
+            let (k, row) = e?;
+            let (mailbox, uid) = k.value();
+            v.push((mailbox, uid, MessageRow::decode(row.value())?.modseq));
+        }
+        v
+    };
+    let mut changes = txn.open_table(CHANGES)?;
+    for (mailbox, uid, modseq) in rows {
+        changes.insert((mailbox, modseq, uid), ())?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -742,6 +780,42 @@ pub(crate) mod tests {
         drop(store);
         let err = Store::open(&path, StoreOptions::default()).err().unwrap();
         assert!(matches!(err, StoreError::TooNew(_, 99)), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn schema_1_is_migrated_with_its_change_index() {
+        let (store, dir) = temp_store("migrate");
+        store
+            .write(|t| ops::add_account(t, "a@example.org", "h", 1))
+            .unwrap();
+        let inbox = store.mailbox("a@example.org", "INBOX").unwrap().unwrap();
+        let row = MessageRow {
+            flags: 0,
+            keywords: vec![],
+            modseq: 7,
+            internal_date: 0,
+            size: 1,
+            blob: [0; 32],
+        };
+        // What a version 1 store looked like: rows, no index.
+        store
+            .write(|t| {
+                t.open_table(MESSAGES)?
+                    .insert((inbox.id, 3), row.encode().as_slice())?;
+                t.delete_table(CHANGES)
+                    .map_err(|e| StoreError::Db(e.to_string()))?;
+                t.open_table(META)?
+                    .insert("schema_version", 1u32.to_le_bytes().as_slice())?;
+                Ok(())
+            })
+            .unwrap();
+        let path = store.path().to_path_buf();
+        drop(store);
+        let store = Store::open(&path, StoreOptions::default()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.changed_since(inbox.id, 6).unwrap(), vec![3]);
+        assert!(store.changed_since(inbox.id, 7).unwrap().is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -134,6 +134,12 @@ pub fn del_account(txn: &WriteTransaction, address: &str) -> Result<(), StoreErr
 }
 
 fn delete_mailbox_contents(txn: &WriteTransaction, mailbox: u64) -> Result<(), StoreError> {
+    for e in txn
+        .open_table(CHANGES)?
+        .extract_from_if((mailbox, 0, 0)..=(mailbox, u64::MAX, u32::MAX), |_, _| true)?
+    {
+        e?;
+    }
     let mut messages = txn.open_table(MESSAGES)?;
     let mut blobs_to_release = Vec::new();
     {
@@ -392,6 +398,7 @@ pub fn deliver(txn: &WriteTransaction, delivery: &Delivery) -> Result<Vec<Delive
             blob: delivery.blob,
         };
         messages.insert((id, uid), row.encode().as_slice())?;
+        txn.open_table(CHANGES)?.insert((id, row.modseq, uid), ())?;
         boxes.insert(id, mailbox.encode().as_slice())?;
         out.push(Delivered {
             mailbox: id,
@@ -454,6 +461,8 @@ pub fn expunge(
                 continue;
             };
             let row = MessageRow::decode(row.value())?;
+            txn.open_table(CHANGES)?
+                .remove((mailbox, row.modseq, uid))?;
             mb.exists = mb.exists.saturating_sub(1);
             if row.flags & flags::SEEN == 0 {
                 mb.unseen = mb.unseen.saturating_sub(1);
