@@ -211,9 +211,15 @@ async fn deliver_domain(
                 let broken = outcomes
                     .iter()
                     .any(|o| matches!(o, Outcome::Failed(f) if !f.permanent));
-                for (e, o) in group.into_iter().zip(outcomes) {
-                    results.push((e, o, Some(peer.clone())));
-                }
+                let delivered: Vec<_> = group
+                    .into_iter()
+                    .zip(outcomes)
+                    .map(|(e, o)| (e, o, Some(peer.clone())))
+                    .collect();
+                // Recorded before the next message goes out: a crash can then
+                // resend at most the message in flight, never a batch the
+                // peer already accepted.
+                record(server, delivered).await;
                 if (broken || !c.rset().await)
                     && let Some(c) = conn.take()
                 {
@@ -225,7 +231,9 @@ async fn deliver_domain(
             }
         }
     }
-    record(server, results).await;
+    if !results.is_empty() {
+        record(server, results).await;
+    }
 }
 
 /// Applies the outcomes in one store commit: removes delivered rows,
