@@ -22,7 +22,7 @@ use super::{StateKind, list, mutf7};
 use crate::config::Config;
 use crate::message::{MessageMeta, Part};
 use crate::server::Server;
-use crate::server::conn::{Input, Line, Stream, with_timeout};
+use crate::server::conn::{Incoming, Input, Line, Stream, with_timeout};
 use crate::store::mailbox_ops::{self, DELIMITER, FlagChange};
 use crate::store::writer::WriteOp;
 use crate::store::{
@@ -185,23 +185,19 @@ impl Session {
     async fn next_line(&mut self, timeout: Duration) -> io::Result<LineEvent> {
         let max = self.config.imap.max_line_length;
         let server = self.server.clone();
-        let (input, stream) = (&mut self.input, &mut self.stream);
-        let r = future::or(
-            async { Some(with_timeout(timeout, input.read_line(stream, max)).await) },
-            async {
-                server.shutting_down().await;
-                None
+        Ok(
+            match self
+                .input
+                .next_command(&mut self.stream, max, timeout, &server)
+                .await?
+            {
+                Incoming::Shutdown => LineEvent::Shutdown,
+                Incoming::Timeout => LineEvent::Timeout,
+                Incoming::Eof => LineEvent::Eof,
+                Incoming::TooLong => LineEvent::TooLong,
+                Incoming::Line(r) => LineEvent::Line(self.input.get(r).to_vec()),
             },
         )
-        .await;
-        Ok(match r {
-            None => LineEvent::Shutdown,
-            Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut => LineEvent::Timeout,
-            Some(Err(e)) => return Err(e),
-            Some(Ok(Line::Eof)) => LineEvent::Eof,
-            Some(Ok(Line::TooLong)) => LineEvent::TooLong,
-            Some(Ok(Line::Complete(r))) => LineEvent::Line(self.input.get(r).to_vec()),
-        })
     }
 
     /// Reads `n` literal bytes, handing them to `sink` piece by piece.

@@ -6,13 +6,13 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncWriteExt, future};
+use futures_lite::AsyncWriteExt;
 
 use super::{Command, DotStuffer, ParseError, parse};
 use crate::auth::{plaintext_allowed, sasl};
 use crate::config::Config;
 use crate::server::Server;
-use crate::server::conn::{Input, Line, Output, Stream, with_timeout};
+use crate::server::conn::{Incoming, Input, Line, Output, Stream, with_timeout};
 use crate::store::writer::WriteOp;
 use crate::store::{BlobRow, MessageRow, StoreError};
 
@@ -137,34 +137,27 @@ impl Session {
             let timeout = self.config.pop3.timeout;
             let max = self.config.limits.max_line_length;
             let server = self.server.clone();
-            let line = future::or(
-                async {
-                    Some(with_timeout(timeout, self.input.read_line(&mut self.stream, max)).await)
-                },
-                async {
-                    server.shutting_down().await;
-                    None
-                },
-            )
-            .await;
+            let line = self
+                .input
+                .next_command(&mut self.stream, max, timeout, &server)
+                .await?;
             let range = match line {
                 // RFC 1939 3: no UPDATE on anything but QUIT, so deletions
                 // are not applied.
-                None => {
+                Incoming::Shutdown => {
                     self.reply("-ERR [SYS/TEMP] Server shutting down");
                     return Ok(());
                 }
-                Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                Incoming::Timeout => {
                     self.reply("-ERR Autologout: idle for too long");
                     return Ok(());
                 }
-                Some(Err(e)) => return Err(e),
-                Some(Ok(Line::Eof)) => return Ok(()),
-                Some(Ok(Line::TooLong)) => {
+                Incoming::Eof => return Ok(()),
+                Incoming::TooLong => {
                     self.error("-ERR Line too long");
                     continue;
                 }
-                Some(Ok(Line::Complete(r))) => r,
+                Incoming::Line(r) => r,
             };
             let command = match parse(self.input.get(range)) {
                 Ok(c) => c,

@@ -48,20 +48,7 @@ pub struct HashIndex {
 }
 
 fn temp(dir: &Path, tag: &str, what: &str) -> std::io::Result<File> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let path = dir.join(format!(
-        "scan-{tag}-{}-{}-{what}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    std::fs::remove_file(&path)?;
-    Ok(file)
+    crate::store::content::unlinked_temp_file(dir, &format!("scan-{tag}-{what}"))
 }
 
 fn record(

@@ -101,6 +101,18 @@ pub enum Line {
     Eof,
 }
 
+/// What waiting for a client's next command line gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    Line(std::ops::Range<usize>),
+    TooLong,
+    Eof,
+    /// Silent for longer than the timeout.
+    Timeout,
+    /// The server began to shut down while the session was idle.
+    Shutdown,
+}
+
 /// A bounded input buffer: it starts at `initial` bytes, grows (doubling)
 /// up to `limit` only while a long line or literal needs it, and shrinks
 /// back when a new line starts with nothing buffered, so an idle session
@@ -171,6 +183,33 @@ impl Input {
         let n = stream.read(&mut self.buf[self.end..]).await?;
         self.end += n;
         Ok(n)
+    }
+
+    /// Waits for the next command line of an idle session: gives up after
+    /// `timeout`, or as soon as the server begins to shut down.
+    pub async fn next_command<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        max: usize,
+        timeout: Duration,
+        server: &super::Server,
+    ) -> io::Result<Incoming> {
+        let line = future::or(
+            async { Some(with_timeout(timeout, self.read_line(stream, max)).await) },
+            async {
+                server.shutting_down().await;
+                None
+            },
+        )
+        .await;
+        Ok(match line {
+            None => Incoming::Shutdown,
+            Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut => Incoming::Timeout,
+            Some(Err(e)) => return Err(e),
+            Some(Ok(Line::Eof)) => Incoming::Eof,
+            Some(Ok(Line::TooLong)) => Incoming::TooLong,
+            Some(Ok(Line::Complete(r))) => Incoming::Line(r),
+        })
     }
 
     /// Reads one line of at most `max` bytes including its line ending.

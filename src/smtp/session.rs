@@ -7,15 +7,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use futures_lite::future;
-
 use super::command::{self, Address, Command, Recipient};
 use super::data::{DotDecoder, LineEndingCheck};
 use super::inspect::{Inbound, Verdict, inspect};
 use super::spool::Spool;
 use crate::config::Config;
 use crate::server::Server;
-use crate::server::conn::{Input, Line, Output, Stream, with_timeout};
+use crate::server::conn::{Incoming, Input, Line, Output, Stream, with_timeout};
 use crate::store::ops::{self, Delivery, DeliveryTarget, Resolution};
 use crate::store::queue::Outbound;
 
@@ -141,29 +139,22 @@ impl Session {
             let max = self.config.limits.max_line_length;
             let timeout = self.config.limits.command_timeout;
             let server = self.server.clone();
-            let line = future::or(
-                async {
-                    Some(with_timeout(timeout, self.input.read_line(&mut self.stream, max)).await)
-                },
-                async {
-                    server.shutting_down().await;
-                    None
-                },
-            )
-            .await;
+            let line = self
+                .input
+                .next_command(&mut self.stream, max, timeout, &server)
+                .await?;
             let line = match line {
-                None => {
+                Incoming::Shutdown => {
                     self.reply("421 4.3.2 Service shutting down");
                     return Ok(());
                 }
-                Some(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                Incoming::Timeout => {
                     // RFC 5321 4.5.3.2.7: the server may close an idle session.
                     self.reply("421 4.4.2 Timeout waiting for a command; closing");
                     return Ok(());
                 }
-                Some(Err(e)) => return Err(e),
-                Some(Ok(Line::Eof)) => return Ok(()),
-                Some(Ok(Line::TooLong)) => {
+                Incoming::Eof => return Ok(()),
+                Incoming::TooLong => {
                     // RFC 5321 4.5.3.1.4 and 4.2.2.
                     self.error("500 5.5.2 Line too long");
                     if self.too_many_errors() {
@@ -171,7 +162,7 @@ impl Session {
                     }
                     continue;
                 }
-                Some(Ok(Line::Complete(range))) => range,
+                Incoming::Line(range) => range,
             };
             self.commands += 1;
             if self.commands > self.config.limits.max_commands {

@@ -8,7 +8,6 @@
 //! the whole message, so they are not part of the spool: [`Body::store`]
 //! puts them in front as a chunk of their own.
 
-use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
@@ -116,7 +115,7 @@ impl Spool {
             return;
         };
         if self.content.file.is_none() {
-            match temp_file(dir) {
+            match crate::store::content::unlinked_temp_file(dir, "spool") {
                 Ok(f) => self.content.file = Some(f),
                 Err(e) => {
                     self.error = Some(format!("{}: {e}", dir.display()));
@@ -179,25 +178,6 @@ impl Body {
             meta: meta.encode(),
         }
     }
-}
-
-/// A file in `dir` that no other process can see: it is unlinked at once,
-/// so a crash leaves nothing behind.
-fn temp_file(dir: &std::path::Path) -> std::io::Result<File> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let path = dir.join(format!(
-        "spool-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)?;
-    std::fs::remove_file(&path)?;
-    Ok(file)
 }
 
 #[cfg(test)]

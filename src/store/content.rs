@@ -7,6 +7,26 @@ use std::os::unix::fs::FileExt;
 
 use super::CHUNK_SIZE;
 
+/// A new file in `dir` that no other process can see: it is unlinked at
+/// once, so a crash leaves nothing behind. `hint` goes into the short-lived
+/// name.
+pub fn unlinked_temp_file(dir: &std::path::Path, hint: &str) -> std::io::Result<File> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let path = dir.join(format!(
+        "{hint}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}
+
 #[derive(Default)]
 pub struct Content {
     /// Header fields added at delivery, stored as chunk 0 when present so
