@@ -59,6 +59,7 @@ fn ignored_header(name: &str) -> bool {
 pub struct TokenSet {
     tokens: HashSet<String>,
     max: usize,
+    seen_auth_results: bool,
 }
 
 impl TokenSet {
@@ -66,6 +67,7 @@ impl TokenSet {
         TokenSet {
             tokens: HashSet::new(),
             max,
+            seen_auth_results: false,
         }
     }
 
@@ -203,6 +205,19 @@ fn attachment(set: &mut TokenSet, part: &mail_parser::MessagePart) {
 fn header(set: &mut TokenSet, name: &str, kind: &HeaderName, value: &HeaderValue) {
     let lname = name.to_ascii_lowercase();
     if ignored_header(&lname) || lname.len() > 40 {
+        return;
+    }
+    // Our Authentication-Results field is the topmost one (src/authres):
+    // its results are tokens of their own; lower ones may be forged.
+    if lname == "authentication-results" {
+        if !set.seen_auth_results {
+            set.seen_auth_results = true;
+            if let HeaderValue::Text(t) = value {
+                crate::authres::tokens(t)
+                    .into_iter()
+                    .for_each(|t| set.insert(t));
+            }
+        }
         return;
     }
     set.insert(format!("hdr:{lname}"));
