@@ -470,6 +470,7 @@ pub async fn stage(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let started = Instant::now();
     let mut byte = [0u8; 1];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
     let report = authenticate(
@@ -489,7 +490,17 @@ pub async fn stage(
         },
     )
     .await;
-    (header(&config.hostname, &report), action(settings, &report))
+    let header = header(&config.hostname, &report);
+    log::debug!(
+        "auth: from=<{}> {} in {} ms",
+        inbound.from,
+        header
+            .trim_end()
+            .replace("\r\n\t", " ")
+            .trim_start_matches("Authentication-Results: "),
+        started.elapsed().as_millis()
+    );
+    (header, action(settings, &report))
 }
 
 #[cfg(test)]

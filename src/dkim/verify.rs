@@ -413,7 +413,7 @@ fn check(
             Some("key t=s forbids a subdomain i=".into()),
         );
     }
-    let canonical_len = hasher.canonical_len();
+    let (body_hash, canonical_len) = hasher.finish_counted();
     if let Some(l) = sig.length
         && l > canonical_len
     {
@@ -422,7 +422,7 @@ fn check(
             Some("l= longer than the body".into()),
         );
     }
-    if hasher.finish()[..] != sig.body_hash[..] {
+    if body_hash[..] != sig.body_hash[..] {
         return outcome(DkimResult::Fail, Some("body hash did not verify".into()));
     }
     let headers: Vec<&str> = sig.headers.iter().map(String::as_str).collect();
