@@ -329,6 +329,16 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(s in "[ -~]{0,200}") {
+            let _ = parse_record(&s);
+            let _ = from_domain(s.as_bytes());
+            let _ = PublicSuffixes::builtin().organizational_domain(&s);
+            let _ = crate::authres::tokens(&s);
+        }
+    }
+
     #[test]
     fn from_domains() {
         assert_eq!(

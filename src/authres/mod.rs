@@ -471,8 +471,8 @@ pub async fn stage(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let started = Instant::now();
-    let mut byte = [0u8; 1];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte);
+    let mut draw = [0u8; 4];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut draw);
     let report = authenticate(
         &server.resolver,
         settings,
@@ -486,7 +486,7 @@ pub async fn stage(
         feed,
         Arrival {
             unix_time: now,
-            pct_sample: byte[0] % 100,
+            pct_sample: (u32::from_le_bytes(draw) % 100) as u8,
         },
     )
     .await;

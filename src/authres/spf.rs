@@ -851,6 +851,23 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Records and macro strings from the DNS never make us panic.
+        #[test]
+        fn record_parser_never_panics(s in "v=spf1[ -~]{0,200}") {
+            let _ = parse_record(&s);
+        }
+
+        #[test]
+        fn macro_expansion_never_panics(s in "[%{}a-zA-Z0-9.+,/_=-]{0,80}", v6 in proptest::bool::ANY) {
+            let mut v = vars("192.0.2.3");
+            if v6 {
+                v.ip = "2001:db8::1".parse().unwrap();
+            }
+            let _ = expand(&s, &v, true);
+        }
+    }
+
     #[test]
     fn cidr() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();

@@ -319,11 +319,14 @@ pub async fn verify(
             })
         })
         .collect();
-    body_chunks(&mut |chunk| {
-        for h in hashers.iter_mut().flatten() {
-            h.update(chunk);
-        }
-    });
+    // The body is read only if some signature needs it.
+    if hashers.iter().any(Option::is_some) {
+        body_chunks(&mut |chunk| {
+            for h in hashers.iter_mut().flatten() {
+                h.update(chunk);
+            }
+        });
+    }
     let keys = keys.await;
     sigs.into_iter()
         .zip(hashers)
@@ -502,6 +505,23 @@ mod tests {
         assert!(revoked.public_key.is_empty() && !revoked.ed25519);
         assert!(parse_key_record(b"v=DKIM2; p=AA==").is_err());
         assert!(parse_key_record(b"k=dsa; p=AA==").is_err());
+    }
+
+    proptest::proptest! {
+        /// Peer bytes never make the parsers panic.
+        #[test]
+        fn parsers_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = parse_signature(&bytes);
+            let _ = parse_key_record(&bytes);
+            let _ = rsa_public_key(&bytes);
+            let _ = strip_b_value(&bytes);
+        }
+
+        #[test]
+        fn tag_lists_never_panic(s in "[a-z =;:/@.\\r\\n\\t0-9A-Z+]{0,200}") {
+            let _ = parse_signature(s.as_bytes());
+            let _ = parse_key_record(s.as_bytes());
+        }
     }
 
     #[test]

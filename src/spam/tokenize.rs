@@ -551,6 +551,23 @@ Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--b--\r\n";
         assert_eq!(t.len(), 100);
     }
 
+    /// Only the topmost Authentication-Results (ours) gives auth: tokens.
+    #[test]
+    fn auth_results_tokens_from_the_top_field_only() {
+        let raw = b"Authentication-Results: mx.example.test;\r\n\tspf=fail smtp.mailfrom=a@b.example;\r\n\tdkim=pass header.d=b.example header.s=s;\r\n\tdmarc=fail (p=reject) header.from=c.example\r\n\
+Authentication-Results: mx.example.test; spf=pass smtp.mailfrom=forged@c.example\r\n\
+From: x@c.example\r\nSubject: hello there\r\n\r\nbody words\r\n";
+        let t = tokenize(raw, 1000);
+        for want in [
+            "auth:spf=fail",
+            "auth:dkim=pass:b.example",
+            "auth:dmarc=fail",
+        ] {
+            assert!(has(&t, want), "{want}: {t:?}");
+        }
+        assert!(!has(&t, "auth:spf=pass"), "{t:?}");
+    }
+
     #[test]
     fn entities() {
         assert_eq!(
