@@ -362,6 +362,8 @@ fn time_budget_bounds_a_silent_dns() {
         pimail::authres::dmarc::DmarcResult::TempError
     );
     assert_eq!(report.iprev, pimail::authres::iprev::Iprev::TempError);
+    assert_eq!(report.dkim.len(), 1);
+    assert_eq!(report.dkim[0].result.as_str(), "temperror");
 }
 
 const MESSAGE: &[u8] = b"From:   Alice  Example <alice@example.test>\r\n\
