@@ -150,6 +150,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub scan: ScanConfig,
     pub spam: crate::spam::Settings,
+    pub auth_results: crate::authres::Settings,
     pub log_level: String,
 }
 
@@ -388,6 +389,27 @@ refuse = false
 refuse_score = 0.9999
 # Strongest tokens named in X-Spam-Status:.
 header_tokens = 5
+[auth_results]
+# Check SPF, DKIM, DMARC and iprev on inbound mail (not on our users'
+# submissions) and add an Authentication-Results: header.
+enabled = true
+# Every check of one message ends within this; one cut off is temperror.
+time_budget_ms = 8000
+# DKIM-Signature fields verified per message.
+max_dkim_signatures = 5
+# SPF DNS-querying terms and void lookups per check (RFC 7208 4.6.4).
+spf_lookup_limit = 10
+spf_void_lookup_limit = 2
+# Check SPF for the HELO name too (always done for the null sender).
+check_helo = true
+# What a DMARC failure under p=reject and under p=quarantine does:
+# "reject" (550 5.7.1 at end of data), "junk" (file into Junk), "deliver".
+dmarc_reject = "reject"
+dmarc_quarantine = "junk"
+# Public suffix rules for organizational domains, in the format of
+# https://publicsuffix.org/list/public_suffix_list.dat; empty: a built-in
+# subset.
+public_suffix_file = ""
 "#,
         hostname = v.hostname,
         domain = v.domain,
@@ -591,6 +613,7 @@ impl Config {
             "store",
             "scan",
             "spam",
+            "auth_results",
         ];
         for k in root.keys() {
             if !TOP.contains(&k.as_str()) {
@@ -1098,6 +1121,7 @@ impl Config {
             concurrency: r.int(t, "concurrency", "scan.concurrency", 1, 1, 64)? as usize,
         };
         let spam = spam_settings(&r, &root)?;
+        let auth_results = auth_results_settings(&r, &root)?;
 
         Ok(Config {
             file: file.to_path_buf(),
@@ -1117,6 +1141,7 @@ impl Config {
             store,
             scan,
             spam,
+            auth_results,
             log_level,
         })
     }
@@ -1199,6 +1224,82 @@ fn spam_settings(r: &Reader, root: &Table) -> Result<crate::spam::Settings, Conf
         refuse: r.boolean(t, "refuse", "spam.refuse", d.refuse)?,
         refuse_score: f("refuse_score", d.refuse_score, 0.5, 1.0)?,
         header_tokens: i("header_tokens", d.header_tokens as u64, 0, 20)? as usize,
+    })
+}
+
+fn auth_results_settings(
+    r: &Reader,
+    root: &Table,
+) -> Result<crate::authres::Settings, ConfigError> {
+    use crate::authres::{Action, Settings};
+    let t = r.table(
+        root,
+        "auth_results",
+        &[
+            "enabled",
+            "time_budget_ms",
+            "max_dkim_signatures",
+            "spf_lookup_limit",
+            "spf_void_lookup_limit",
+            "check_helo",
+            "dmarc_reject",
+            "dmarc_quarantine",
+            "public_suffix_file",
+        ],
+    )?;
+    let d = Settings::default();
+    let i = |key: &str, default: u64, min: u64, max: u64| {
+        r.int(t, key, &format!("auth_results.{key}"), default, min, max)
+    };
+    let action = |key: &str, default: &str| {
+        let path = format!("auth_results.{key}");
+        let s = r.string(t, key, &path, default)?;
+        Action::parse(&s).ok_or_else(|| {
+            r.err(
+                &path,
+                format!("expected \"reject\", \"junk\" or \"deliver\", found {s:?}"),
+            )
+        })
+    };
+    let psl_path = r.string(
+        t,
+        "public_suffix_file",
+        "auth_results.public_suffix_file",
+        "",
+    )?;
+    let public_suffixes = if psl_path.is_empty() {
+        d.public_suffixes.clone()
+    } else {
+        let text = std::fs::read_to_string(&psl_path).map_err(|e| {
+            r.err(
+                "auth_results.public_suffix_file",
+                format!("cannot read {psl_path}: {e}"),
+            )
+        })?;
+        std::sync::Arc::new(crate::authres::psl::PublicSuffixes::parse(&text))
+    };
+    Ok(Settings {
+        enabled: r.boolean(t, "enabled", "auth_results.enabled", d.enabled)?,
+        time_budget: std::time::Duration::from_millis(i(
+            "time_budget_ms",
+            d.time_budget.as_millis() as u64,
+            100,
+            120_000,
+        )?),
+        max_signatures: i("max_dkim_signatures", d.max_signatures as u64, 0, 50)? as usize,
+        spf_limits: crate::authres::spf::Limits {
+            lookups: i("spf_lookup_limit", u64::from(d.spf_limits.lookups), 1, 100)? as u32,
+            void_lookups: i(
+                "spf_void_lookup_limit",
+                u64::from(d.spf_limits.void_lookups),
+                0,
+                100,
+            )? as u32,
+        },
+        check_helo: r.boolean(t, "check_helo", "auth_results.check_helo", d.check_helo)?,
+        on_reject: action("dmarc_reject", "reject")?,
+        on_quarantine: action("dmarc_quarantine", "junk")?,
+        public_suffixes,
     })
 }
 

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod authres;
 pub mod config;
 pub mod dkim;
 pub mod dns;

@@ -197,7 +197,13 @@ impl BodyHasher {
     }
 
     /// The SHA-256 of the canonical body.
-    pub fn finish(mut self) -> [u8; 32] {
+    pub fn finish(self) -> [u8; 32] {
+        self.finish_counted().0
+    }
+
+    /// The SHA-256 of the canonical body and the canonical body's whole
+    /// length (past any limit): the verifier checks `l=` against it.
+    pub fn finish_counted(mut self) -> ([u8; 32], u64) {
         if self.cr {
             self.cr = false;
             self.content(b'\r');
@@ -213,10 +219,11 @@ impl BodyHasher {
                 }
             }
         }
+        let len = self.canonical_len();
         self.flush();
         let mut out = [0u8; 32];
         out.copy_from_slice(self.ctx.finish().as_ref());
-        out
+        (out, len)
     }
 
     fn content(&mut self, b: u8) {
@@ -332,6 +339,13 @@ mod tests {
         h.update(b"abcdef\r\n");
         assert_eq!(h.canonical_len(), 8);
         assert_eq!(B64.encode(h.finish()), sha(b"abc"));
+        // The length counts the CRLF that only finishing adds.
+        let mut h = BodyHasher::new(Simple);
+        h.update(b"abc\r\n\r\n");
+        assert_eq!(h.finish_counted().1, 5);
+        let mut h = BodyHasher::new(Relaxed);
+        h.update(b"abc ");
+        assert_eq!(h.finish_counted().1, 5);
     }
 
     #[test]

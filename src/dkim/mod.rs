@@ -16,6 +16,7 @@
 
 pub mod canon;
 pub mod keys;
+pub mod verify;
 
 pub use canon::{BodyHasher, Canonicalization};
 pub use keys::{Algorithm, Key};

@@ -59,12 +59,36 @@ pub async fn inspect(server: &Server, inbound: &Inbound<'_>, body: &Body) -> Ver
         } => return scanned,
         Verdict::Accept { headers, mailbox } => (headers, mailbox),
     };
+    // Sender authentication (src/authres) before the spam filter, whose
+    // tokens include its results: the filter reads the headers added so far
+    // in front of the message, as they will be stored.
+    let auth = server.config().auth_results.clone();
+    if inbound.authenticated.is_none() && auth.enabled {
+        let (header, action) = crate::authres::stage(server, inbound, body).await;
+        match action {
+            crate::authres::Action::Reject => {
+                return Verdict::Reject(
+                    "550 5.7.1 Message refused: the From domain's DMARC policy (p=reject) \
+                     failed"
+                        .into(),
+                );
+            }
+            crate::authres::Action::Junk => {
+                mailbox = mailbox.or(Some(crate::spam::delivery::JUNK.to_string()));
+            }
+            crate::authres::Action::Deliver => {}
+        }
+        headers.push_str(&header);
+    }
     let spam_settings = server.config().spam.clone();
     // Mail our own users submit is not classified (it is theirs, and it
     // mostly leaves); only inbound mail is.
     let spam = match inbound.authenticated {
         Some(_) => Verdict::accept(),
-        None => crate::spam::delivery::stage(&server.store, &spam_settings, inbound, body).await,
+        None => {
+            crate::spam::delivery::stage(&server.store, &spam_settings, inbound, &headers, body)
+                .await
+        }
     };
     match spam {
         Verdict::Reject(reply) => return Verdict::Reject(reply),

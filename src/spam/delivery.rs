@@ -19,11 +19,14 @@ use crate::store::{Store, StoreError};
 pub const JUNK: &str = "Junk";
 
 /// The spam stage; `Verdict::accept()` when the filter is off or not yet
-/// trained.
+/// trained. `added` are the header fields earlier stages add (e.g.
+/// Authentication-Results:): classified in front of the message, as they
+/// will be stored and later trained.
 pub async fn stage(
     store: &Arc<Store>,
     settings: &Settings,
     inbound: &Inbound<'_>,
+    added: &str,
     body: &Body,
 ) -> Verdict {
     // Mail for no local account (relayed) is not filed anywhere here.
@@ -31,6 +34,7 @@ pub async fn stage(
         return Verdict::accept();
     }
     let mut bytes = Vec::with_capacity((body.size as usize).min(settings.max_bytes));
+    bytes.extend_from_slice(&added.as_bytes()[..added.len().min(settings.max_bytes / 2)]);
     // Stop reading at the budget: the error only ends the walk.
     let _ = body.content.for_each_chunk(|_, chunk| {
         let take = chunk.len().min(settings.max_bytes - bytes.len());

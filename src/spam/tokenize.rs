@@ -59,6 +59,7 @@ fn ignored_header(name: &str) -> bool {
 pub struct TokenSet {
     tokens: HashSet<String>,
     max: usize,
+    seen_auth_results: bool,
 }
 
 impl TokenSet {
@@ -66,6 +67,7 @@ impl TokenSet {
         TokenSet {
             tokens: HashSet::new(),
             max,
+            seen_auth_results: false,
         }
     }
 
@@ -203,6 +205,19 @@ fn attachment(set: &mut TokenSet, part: &mail_parser::MessagePart) {
 fn header(set: &mut TokenSet, name: &str, kind: &HeaderName, value: &HeaderValue) {
     let lname = name.to_ascii_lowercase();
     if ignored_header(&lname) || lname.len() > 40 {
+        return;
+    }
+    // Our Authentication-Results field is the topmost one (src/authres):
+    // its results are tokens of their own; lower ones may be forged.
+    if lname == "authentication-results" {
+        if !set.seen_auth_results {
+            set.seen_auth_results = true;
+            if let HeaderValue::Text(t) = value {
+                crate::authres::tokens(t)
+                    .into_iter()
+                    .for_each(|t| set.insert(t));
+            }
+        }
         return;
     }
     set.insert(format!("hdr:{lname}"));
@@ -534,6 +549,23 @@ Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--b--\r\n";
         let body: String = (0..5000).map(|i| format!("word{i}x ")).collect();
         let t = tokenize(format!("Subject: x\r\n\r\n{body}").as_bytes(), 100);
         assert_eq!(t.len(), 100);
+    }
+
+    /// Only the topmost Authentication-Results (ours) gives auth: tokens.
+    #[test]
+    fn auth_results_tokens_from_the_top_field_only() {
+        let raw = b"Authentication-Results: mx.example.test;\r\n\tspf=fail smtp.mailfrom=a@b.example;\r\n\tdkim=pass header.d=b.example header.s=s;\r\n\tdmarc=fail (p=reject) header.from=c.example\r\n\
+Authentication-Results: mx.example.test; spf=pass smtp.mailfrom=forged@c.example\r\n\
+From: x@c.example\r\nSubject: hello there\r\n\r\nbody words\r\n";
+        let t = tokenize(raw, 1000);
+        for want in [
+            "auth:spf=fail",
+            "auth:dkim=pass:b.example",
+            "auth:dmarc=fail",
+        ] {
+            assert!(has(&t, want), "{want}: {t:?}");
+        }
+        assert!(!has(&t, "auth:spf=pass"), "{t:?}");
     }
 
     #[test]

@@ -37,6 +37,13 @@ fn next_port_base() -> u16 {
     }
 }
 
+/// Sender authentication (src/authres) queries the DNS for every inbound
+/// message; an instance has no DNS of its own unless its test gives it a
+/// fake one, so it is off here: a test turns it on by replacing
+/// `AUTH_RESULTS_OFF` with `AUTH_RESULTS_ON` in the config text.
+pub const AUTH_RESULTS_ON: &str = "header.\nenabled = true\n";
+pub const AUTH_RESULTS_OFF: &str = "header.\nenabled = false\n";
+
 pub struct Instance {
     pub dir: PathBuf,
     pub config: PathBuf,
@@ -74,7 +81,11 @@ impl Instance {
         );
         let config = dir.join("pimail.toml");
         let text = std::fs::read_to_string(&config).unwrap();
-        std::fs::write(&config, edit(text)).unwrap();
+        std::fs::write(
+            &config,
+            edit(text.replace(AUTH_RESULTS_ON, AUTH_RESULTS_OFF)),
+        )
+        .unwrap();
         let inst = Instance {
             dir,
             config,
