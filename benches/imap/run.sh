@@ -11,8 +11,10 @@ DATA="${PIMAIL_BENCH_DATA:-/tmp/pimail-imap-bench}"
 # A private reference instance, on ports apart from other benchmarks'.
 export MAILBENCH_REF_DATA="${MAILBENCH_REF_DATA:-/tmp/mailbench-ref-imap}"
 export IMAP_PORT="${IMAP_PORT:-2243}" POP3_PORT="${POP3_PORT:-2210}" SMTP_PORT="${SMTP_PORT:-2625}"
-cargo build --release --locked
-BIN=target/release/pimail
+# BENCH_PIMAIL_BIN: a prebuilt binary (e.g. the static musl build, the
+# closest to the Raspberry Pi's); otherwise a release build.
+BIN="${BENCH_PIMAIL_BIN:-}"
+if [ -z "$BIN" ]; then cargo build --release --locked; BIN=target/release/pimail; fi
 if [ ! -f "$DATA/pimail.toml" ]; then
   $BIN init --data-dir "$DATA" --domain bench.test --dev --port-base 30000 >/dev/null
   sed -i -e 's/^max_connections = 200/max_connections = 5000/' \
