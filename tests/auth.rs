@@ -573,6 +573,20 @@ fn delivery_adds_header_and_applies_dmarc_policy() {
         .unwrap_or_else(|| panic!("{stored}"));
     let theirs = stored.find("smtp.mailfrom=forged@paypal.example").unwrap();
     assert!(ours < theirs, "{stored}");
+    // The field that claimed our authserv-id was renamed (RFC 8601 5); ours
+    // is the only Authentication-Results left.
+    assert!(
+        stored.contains(&format!(
+            "X-Original-AuthResults: {hostname}; spf=pass smtp.mailfrom=forged@paypal.example"
+        )),
+        "{stored}"
+    );
+    assert_eq!(
+        stored.matches("\nAuthentication-Results:").count()
+            + stored.starts_with("Authentication-Results:") as usize,
+        1,
+        "{stored}"
+    );
     for want in [
         "spf=pass smtp.mailfrom=a@good.example",
         "dkim=none",

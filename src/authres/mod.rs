@@ -9,14 +9,13 @@
 //! per-message deadline (`auth_results.time_budget_ms`), and a check cut
 //! off there reports temperror, so a slow DNS never stalls the session.
 //!
-//! Incoming `Authentication-Results:` fields are not removed from the
-//! stored message (the received body is stored unmodified and
-//! content-addressed). Ours is always the topmost field, and the spam
-//! filter reads only the topmost one; mail clients that trust
-//! Authentication-Results must likewise use the first field. See the
-//! report of issue 9.
+//! Incoming `Authentication-Results:` fields that claim our authserv-id
+//! are renamed in place to `X-Original-AuthResults:` before the message is
+//! stored ([`forged`], RFC 8601 5); ours is always the topmost field, and
+//! the spam filter reads only that one.
 
 pub mod dmarc;
+pub mod forged;
 pub mod iprev;
 pub mod psl;
 pub mod spf;

@@ -635,6 +635,19 @@ impl Session {
         };
         let mut prefix = String::new();
         let mut body = body;
+        if self.user.is_none() {
+            let renamed = crate::authres::forged::rename(
+                &mut body.content,
+                body.meta.root.body_start,
+                &self.config.hostname,
+            );
+            if renamed > 0 {
+                log::info!(
+                    "smtp {}: renamed {renamed} Authentication-Results field(s) claiming to be ours",
+                    self.id
+                );
+            }
+        }
         if self.user.is_some() {
             let from_domain = body
                 .meta

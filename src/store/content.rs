@@ -86,6 +86,47 @@ impl Content {
         Ok(())
     }
 
+    /// Overwrites bytes at `offset` of the content (which must not change
+    /// its length or cross the prefix), in memory or in the spool file.
+    pub fn patch(&mut self, offset: u64, bytes: &[u8]) {
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        let mut at = offset.saturating_sub(prefix);
+        let mut bytes = bytes;
+        // Chunks in memory, then the file, then the tail, as for_each_chunk.
+        for c in &mut self.head {
+            if bytes.is_empty() {
+                return;
+            }
+            let len = c.len() as u64;
+            if at < len {
+                let n = ((len - at) as usize).min(bytes.len());
+                c[at as usize..at as usize + n].copy_from_slice(&bytes[..n]);
+                bytes = &bytes[n..];
+                at = 0;
+            } else {
+                at -= len;
+            }
+        }
+        if let Some(file) = &self.file {
+            let file_len = self.file_chunks as u64 * CHUNK_SIZE as u64;
+            if at < file_len && !bytes.is_empty() {
+                let n = ((file_len - at) as usize).min(bytes.len());
+                let _ = file.write_all_at(&bytes[..n], at);
+                bytes = &bytes[n..];
+                at = 0;
+            } else {
+                at = at.saturating_sub(file_len);
+            }
+        }
+        if let Some(t) = &mut self.tail
+            && !bytes.is_empty()
+            && at < t.len() as u64
+        {
+            let n = (t.len() - at as usize).min(bytes.len());
+            t[at as usize..at as usize + n].copy_from_slice(&bytes[..n]);
+        }
+    }
+
     /// The whole content (tests and small messages only).
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::new();
