@@ -31,6 +31,9 @@ cp -a "$rootfs/etc" "$stage/etc"
 install -m 755 "$bin" "$stage/usr/bin/pimail"
 install -m 644 systemd/pimail.service systemd/pimail-firstboot.service "$stage/usr/lib/systemd/system/"
 install -D -m 644 systemd/pimail.sysusers "$stage/usr/lib/sysusers.d/pimail.conf"
+# Create the user now rather than trusting systemd-sysusers.service's
+# ConditionNeedsUpdate= on the first boot.
+systemd-sysusers --root="$stage"
 mkdir -p "$stage/etc/systemd/system/multi-user.target.wants" "$stage/etc/pimail"
 for unit in pimail.service pimail-firstboot.service; do
     ln -sf "/usr/lib/systemd/system/$unit" "$stage/etc/systemd/system/multi-user.target.wants/$unit"
