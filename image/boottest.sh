@@ -14,7 +14,22 @@ img=$(realpath "$1")
 cd "$(dirname "$0")/.."
 # How the test reads the message back: pop3, or imap once it is served.
 read_back=${READ_BACK:-pop3}
-port_base=${PORT_BASE:-20000}
+# Forwarded ports: PORT_BASE + guest port, on a base where all of them are
+# free (the tests of `make test` use 20000-59000 in steps of 1000).
+port_base=${PORT_BASE:-$(python3 - <<'PY'
+import random, socket
+for _ in range(200):
+    base = random.randrange(60000, 64000)
+    try:
+        for p in (25, 110, 143, 465, 587, 993, 995):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", base + p))
+        print(base)
+        break
+    except OSError:
+        pass
+PY
+)}
 timeout=${BOOT_TIMEOUT:-420}
 work=$(dirname "$img")/image-test
 rm -rf "$work"; mkdir -p "$work"
@@ -47,13 +62,15 @@ qemu-system-aarch64 -M virt -cpu cortex-a53 -smp 2 -m 512M -nographic -no-reboot
     -kernel "$work/$kernel" -initrd "$work/$initrd" \
     -append "$(cat board/generic-arm64/cmdline.txt | sed 's/ console=tty0//') panic=-1" \
     -drive if=none,id=hd,file="$disk",format=raw -device virtio-blk-pci,drive=hd \
-    -netdev "user,id=n0,restrict=on$fwd" -device virtio-net-pci,netdev=n0 \
+    -netdev "user,id=n0,restrict=on$fwd" -device virtio-net-pci,netdev=n0,romfile= \
     -monitor none -serial "file:$work/console.log" -display none &
 qemu=$!
 trap 'kill $qemu 2>/dev/null' EXIT
+sleep 2
+kill -0 $qemu 2>/dev/null || { echo "FAIL qemu did not start"; echo "0 passed, 1 failed"; exit 1; }
 
 python3 image/mailcheck.py --port-base "$port_base" --user "$user" --password "$password" \
-    --read-back "$read_back" --timeout "$timeout" | tee "$work/mailcheck.log"
+    --read-back "$read_back" --timeout "$timeout" --qemu-pid $qemu --hostname mail.pimail.test | tee "$work/mailcheck.log"
 pass=$((pass + $(grep -c '^ok ' "$work/mailcheck.log")))
 fail=$((fail + $(grep -c '^FAIL ' "$work/mailcheck.log")))
 skip=$((skip + $(grep -c '^skip ' "$work/mailcheck.log")))

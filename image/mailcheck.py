@@ -6,6 +6,7 @@ account over SMTP and reads it back (POP3 or IMAP, --read-back). Prints one
 
 import argparse
 import imaplib
+import os
 import poplib
 import smtplib
 import socket
@@ -35,12 +36,23 @@ def greeting(port, timeout):
         return None
 
 
-def wait_greeting(port, prefix, deadline):
+QEMU_PID = None
+
+
+def qemu_alive():
+    try:
+        os.kill(QEMU_PID, 0)
+        return True
+    except OSError:
+        return False
+
+
+def wait_greeting(port, prefix, deadline, contains=""):
     """Polls until a greeting starting with prefix arrives (the guest is
     booting: slirp accepts and closes at once while nothing listens)."""
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and qemu_alive():
         line = greeting(port, 10)
-        if line and line.startswith(prefix):
+        if line and line.startswith(prefix) and contains in line:
             return line
         time.sleep(2)
     return None
@@ -89,11 +101,15 @@ def main():
     ap.add_argument("--password", required=True)
     ap.add_argument("--read-back", choices=["pop3", "imap"], default="pop3")
     ap.add_argument("--timeout", type=int, default=420)
+    ap.add_argument("--qemu-pid", type=int, required=True)
+    ap.add_argument("--hostname", required=True, help="expected in the SMTP greeting")
     args = ap.parse_args()
+    global QEMU_PID
+    QEMU_PID = args.qemu_pid
     start = time.monotonic()
     deadline = start + args.timeout
 
-    line = wait_greeting(args.port_base + 25, "220 ", deadline)
+    line = wait_greeting(args.port_base + 25, "220 ", deadline, args.hostname)
     if not line:
         report("FAIL", "SMTP greeting", f"none within {args.timeout} s")
         return

@@ -452,6 +452,9 @@ pub fn run(opts: &Options) -> Result<(), Failure> {
             log::warn!("{}: {e}", path.display());
         }
     }
+    // The boot partition is FAT, written back lazily: without this a power
+    // cut within half a minute would bring the clear-text password back.
+    nix::unistd::sync();
     let _ = std::io::stdout().flush();
     Ok(())
 }

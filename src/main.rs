@@ -37,7 +37,7 @@ enum Command {
     Firstboot(FirstbootArgs),
 }
 
-/// set up from the boot partition's settings file (run once, by pimail-firstboot.service)
+/// apply the boot partition's settings file: store, admin, certificate, DNS records (run at boot by pimail-firstboot.service)
 #[derive(FromArgs)]
 #[argh(subcommand, name = "firstboot")]
 struct FirstbootArgs {
