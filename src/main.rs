@@ -2,6 +2,8 @@
 
 #![forbid(unsafe_code)]
 
+mod firstboot;
+
 use pimail::{admin, auth, config, dkim, server, spam, store};
 
 use std::io::Write;
@@ -35,6 +37,19 @@ enum Command {
     Spam(spam::cli::SpamArgs),
     Dkim(DkimArgs),
     DnsRecords(DnsRecordsArgs),
+    Firstboot(FirstbootArgs),
+}
+
+/// apply the boot partition's settings file: store, admin, certificate, DNS records (run at boot by pimail-firstboot.service)
+#[derive(FromArgs)]
+#[argh(subcommand, name = "firstboot")]
+struct FirstbootArgs {
+    /// the settings file (default /boot/firmware/pimail.txt)
+    #[argh(option, default = "PathBuf::from(\"/boot/firmware/pimail.txt\")")]
+    settings: PathBuf,
+    /// directory for the config, the store and the certificate (default /var/lib/pimail)
+    #[argh(option, default = "PathBuf::from(\"/var/lib/pimail\")")]
+    data_dir: PathBuf,
 }
 
 /// inspect and manage the outbound queue
@@ -455,6 +470,13 @@ fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Scan(a) => scan(a),
         Command::Init(a) => init(a),
+        Command::Firstboot(a) => {
+            init_logging("info");
+            firstboot::run(&firstboot::Options {
+                settings: a.settings,
+                data_dir: a.data_dir,
+            })
+        }
         Command::Serve(a) => {
             let config = load(a.config.as_deref())?;
             init_logging(&config.log_level);
@@ -741,19 +763,6 @@ fn init(a: InitArgs) -> Result<(), Failure> {
         ));
     }
     let hostname = a.hostname.unwrap_or_else(|| format!("mail.{domain}"));
-    std::fs::create_dir_all(&a.data_dir)
-        .map_err(|e| Failure(1, format!("{}: {e}", a.data_dir.display())))?;
-    let data_dir = a
-        .data_dir
-        .canonicalize()
-        .map_err(|e| Failure(1, format!("{}: {e}", a.data_dir.display())))?;
-    let config_file = data_dir.join("pimail.toml");
-    if config_file.exists() {
-        return Err(Failure(
-            1,
-            format!("{} exists; not overwriting it", config_file.display()),
-        ));
-    }
     if a.dev && a.port_base > 65535 - 995 {
         return Err(Failure(
             2,
@@ -764,17 +773,59 @@ fn init(a: InitArgs) -> Result<(), Failure> {
             ),
         ));
     }
-    let text = config::template(&config::InitValues {
-        hostname: &hostname,
-        domain: &domain,
+    let config = create_instance(
+        &a.data_dir,
+        &domain,
+        &hostname,
+        a.dev.then_some(a.port_base),
+        &|text| text,
+    )?;
+    if a.dev {
+        println!(
+            "dev instance: SMTP on 127.0.0.1:{}",
+            a.port_base as u32 + 25
+        );
+    }
+    println!(
+        "next: pimail user add postmaster@{domain} --config {}",
+        config.file.display()
+    );
+    Ok(())
+}
+
+/// Creates a data directory: config file (the template, passed through
+/// `edit`), store and self-signed certificate. Shared by `init` and
+/// `firstboot`; refuses to overwrite an existing config.
+fn create_instance(
+    data_dir: &Path,
+    domain: &str,
+    hostname: &str,
+    dev_port_base: Option<u16>,
+    edit: &dyn Fn(String) -> String,
+) -> Result<Config, Failure> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| Failure(1, format!("{}: {e}", data_dir.display())))?;
+    let data_dir = data_dir
+        .canonicalize()
+        .map_err(|e| Failure(1, format!("{}: {e}", data_dir.display())))?;
+    let config_file = data_dir.join("pimail.toml");
+    if config_file.exists() {
+        return Err(Failure(
+            1,
+            format!("{} exists; not overwriting it", config_file.display()),
+        ));
+    }
+    let text = edit(config::template(&config::InitValues {
+        hostname,
+        domain,
         data_dir: &data_dir,
-        dev_port_base: a.dev.then_some(a.port_base),
-    });
+        dev_port_base,
+    }));
     let config = Config::parse(&config_file, &text)?;
     let store = Store::create(&config.store.path, config.store_options())?;
     drop(store);
     if !config.tls_cert.exists() {
-        server::tls::generate_self_signed(&hostname, &config.tls_cert, &config.tls_key)
+        server::tls::generate_self_signed(hostname, &config.tls_cert, &config.tls_key)
             .map_err(|e| Failure(1, e))?;
     }
     std::fs::write(&config_file, text)
@@ -785,17 +836,7 @@ fn init(a: InitArgs) -> Result<(), Failure> {
         "certificate {} (self-signed for {hostname})",
         config.tls_cert.display()
     );
-    if a.dev {
-        println!(
-            "dev instance: SMTP on 127.0.0.1:{}",
-            a.port_base as u32 + 25
-        );
-    }
-    println!(
-        "next: pimail user add postmaster@{domain} --config {}",
-        config_file.display()
-    );
-    Ok(())
+    Ok(config)
 }
 
 /// Logs to stderr. Under journald (JOURNAL_STREAM set) lines carry a

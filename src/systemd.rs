@@ -29,3 +29,20 @@ pub fn notify_ready() {
 pub fn notify_stopping() {
     notify("STOPPING=1");
 }
+
+pub fn notify_watchdog() {
+    notify("WATCHDOG=1");
+}
+
+/// How often to send WATCHDOG=1: half of WATCHDOG_USEC (sd_watchdog_enabled(3)),
+/// or `None` when the service manager wants no pings (or wants them from
+/// another process, per WATCHDOG_PID).
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    if let Some(pid) = std::env::var_os("WATCHDOG_PID")
+        && pid.to_str()?.parse::<u32>().ok()? != std::process::id()
+    {
+        return None;
+    }
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
+}

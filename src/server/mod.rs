@@ -353,6 +353,16 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         ex.spawn(crate::outbound::runner::run(ex.clone(), server.clone()))
             .detach();
         crate::systemd::notify_ready();
+        // Pinged from the executor itself: a stuck executor stops the pings.
+        if let Some(every) = crate::systemd::watchdog_interval() {
+            ex.spawn(async move {
+                loop {
+                    crate::systemd::notify_watchdog();
+                    Timer::after(every).await;
+                }
+            })
+            .detach();
+        }
         log::info!("pimail ready (pid {})", std::process::id());
         while let Some(sig) = signals.next().await {
             match sig {
