@@ -324,20 +324,6 @@ pub fn scrub(text: &str) -> Option<String> {
     changed.then_some(out)
 }
 
-/// The records to publish for `domain`, in zone-file form.
-pub fn dns_records(domain: &str, hostname: &str) -> String {
-    format!(
-        "; Publish these at your DNS provider for {domain}:\n\
-         {domain}.\tIN MX 10 {hostname}.\n\
-         {hostname}.\tIN A <this box's public IPv4 address>\n\
-         {hostname}.\tIN AAAA <its public IPv6 address, if it has one>\n\
-         {domain}.\tIN TXT \"v=spf1 mx -all\"\n\
-         _dmarc.{domain}.\tIN TXT \"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}\"\n\
-         ; and ask your ISP for reverse DNS (PTR) of that address: {hostname}.\n\
-         ; Forward TCP ports 25, 465, 587, 993 and 995 from your router to this box.\n"
-    )
-}
-
 /// Options of `pimail firstboot`.
 pub struct Options {
     pub settings: PathBuf,
@@ -444,7 +430,9 @@ pub fn run(opts: &Options) -> Result<(), Failure> {
             "not on the pimail image ({IMAGE_MARKER} is absent): host name, Wi-Fi, SSH and partitions left alone"
         );
     }
-    let records = dns_records(&plan.domain, &plan.hostname);
+    let records =
+        pimail::dkim::records::zone_text(&plan.domain, &plan.hostname, &opts.data_dir.join("dkim"))
+            .unwrap_or_else(|e| format!("; DNS records not available: {e}\n"));
     print!("{records}");
     if let Some(dir) = opts.settings.parent() {
         let path = dir.join("pimail-dns.txt");
@@ -894,13 +882,5 @@ mod tests {
             config.relay.smarthost_credentials,
             Some(("me".to_string(), "a\"b\\c".to_string()))
         );
-    }
-
-    #[test]
-    fn dns_records_name_domain_and_host() {
-        let r = dns_records("example.net", "mail.example.net");
-        assert!(r.contains("example.net.\tIN MX 10 mail.example.net.\n"));
-        assert!(r.contains("\"v=spf1 mx -all\""));
-        assert!(r.contains("_dmarc.example.net.\tIN TXT \"v=DMARC1;"));
     }
 }

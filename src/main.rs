@@ -629,31 +629,12 @@ fn dkim_keygen(a: DkimKeygen) -> Result<(), Failure> {
 
 /// Everything a domain's DNS needs for mail to arrive and to be trusted.
 fn dns_records(config: &Config) -> Result<(), Failure> {
-    let keys =
-        dkim::keys::stored(&config.data_dir.join("dkim")).map_err(|e| Failure(1, e.to_string()))?;
-    let host = config.hostname.trim_end_matches('.');
     for domain in &config.domains {
-        println!("; {domain}");
-        println!("{domain}. MX 10 {host}.");
-        println!("{domain}. TXT \"v=spf1 mx -all\"");
-        let mut any = false;
-        for (d, selector, path) in keys.iter().filter(|(d, _, _)| d == domain) {
-            let key = dkim::keys::load(path).map_err(|e| Failure(1, e.to_string()))?;
-            println!("{}", dkim::keys::dns_record(d, selector, &key));
-            any = true;
-        }
-        if !any {
-            println!(
-                "; no DKIM key yet: pimail dkim keygen --domain {domain} --config {}",
-                config.file.display()
-            );
-        }
-        println!("_dmarc.{domain}. TXT \"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}\"");
-        println!();
+        let text =
+            dkim::records::zone_text(domain, &config.hostname, &config.data_dir.join("dkim"))
+                .map_err(|e| Failure(1, e.to_string()))?;
+        println!("{text}");
     }
-    println!("; {host} needs A (and AAAA) records for this server's public address.");
-    println!("; Reverse DNS: ask your ISP to set the PTR of that public IP address to {host}.");
-    println!("; (The public IP is not known offline, so it is not printed here.)");
     Ok(())
 }
 

@@ -213,10 +213,10 @@ fn cli_keygen_and_dns_records() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     for want in [
-        "example.test. MX 10 mail.example.test.",
-        "example.test. TXT \"v=spf1 mx -all\"",
+        "example.test.\tIN MX 10 mail.example.test.",
+        "example.test.\tIN TXT \"v=spf1 mx -all\"",
         "s1._domainkey.example.test. TXT \"v=DKIM1; k=ed25519; p=",
-        "_dmarc.example.test. TXT \"v=DMARC1; p=quarantine; rua=mailto:postmaster@example.test\"",
+        "_dmarc.example.test.\tIN TXT \"v=DMARC1; p=quarantine; rua=mailto:postmaster@example.test\"",
         "PTR",
         "mail.example.test",
     ] {

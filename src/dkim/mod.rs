@@ -16,6 +16,7 @@
 
 pub mod canon;
 pub mod keys;
+pub mod records;
 pub mod verify;
 
 pub use canon::{BodyHasher, Canonicalization};
