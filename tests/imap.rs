@@ -650,3 +650,104 @@ fn mbsync_two_way_sync() {
     sync();
     assert_eq!(files().len(), 1);
 }
+
+/// offlineimap (Debian offlineimap3), a second real client: two syncs,
+/// content checked byte for byte (but for its own header), a flag set on
+/// the server reaches the local copy, a local deletion reaches the server.
+/// Skipped when offlineimap is missing (.ci/run installs it).
+#[test]
+fn offlineimap_sync() {
+    if std::process::Command::new("offlineimap")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("offlineimap missing; skipped");
+        return;
+    }
+    let inst = instance("imap-offlineimap");
+    let first = b"Subject: one\r\nMessage-ID: <one@x>\r\n\r\nfirst body\r\n.dot line\r\n";
+    deliver(&inst, first);
+    deliver(
+        &inst,
+        b"Subject: two\r\nMessage-ID: <two@x>\r\n\r\nsecond body\r\n",
+    );
+    let local = inst.dir.join("offline");
+    let meta = inst.dir.join("offline-meta");
+    let rc = inst.dir.join("offlineimaprc");
+    std::fs::write(
+        &rc,
+        format!(
+            "[general]\naccounts = test\nmetadata = {}\n\n[Account test]\nlocalrepository = local\nremoterepository = remote\n\n\
+             [Repository local]\ntype = Maildir\nlocalfolders = {}\n\n\
+             [Repository remote]\ntype = IMAP\nremotehost = 127.0.0.1\nremoteport = {}\nremoteuser = {USER}\nremotepass = secret\n\
+             ssl = no\nstarttls = no\nfolderfilter = lambda f: f == 'INBOX'\n",
+            meta.display(),
+            local.display(),
+            inst.port_base + 143
+        ),
+    )
+    .unwrap();
+    let sync = || {
+        let out = std::process::Command::new("offlineimap")
+            .arg("-c")
+            .arg(&rc)
+            .args(["-o", "-u", "basic"])
+            .env("HOME", &inst.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "offlineimap: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            inst.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let files = || -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let mut v = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(rd) = std::fs::read_dir(local.join("INBOX").join(sub)) {
+                for e in rd.flatten() {
+                    v.push((e.path(), std::fs::read(e.path()).unwrap()));
+                }
+            }
+        }
+        v
+    };
+    sync();
+    let got = files();
+    assert_eq!(got.len(), 2, "{got:?}");
+    // The stored message (with our trace headers) is what arrives; the
+    // original text is its tail, with CRLF or LF line ends.
+    let one = got
+        .iter()
+        .find(|(_, c)| String::from_utf8_lossy(c).contains("first body"))
+        .unwrap();
+    let text = String::from_utf8_lossy(&one.1).replace("\r\n", "\n");
+    assert!(
+        text.ends_with(&String::from_utf8_lossy(first).replace("\r\n", "\n")),
+        "{text}"
+    );
+    // A flag set on the server is synced down; a local deletion goes up.
+    let mut c = Imap::connect(imap_addr(&inst));
+    c.login();
+    c.ok("SELECT INBOX");
+    c.ok("STORE 1 +FLAGS (\\Flagged)");
+    c.ok("LOGOUT");
+    let two = got
+        .iter()
+        .find(|(_, c)| String::from_utf8_lossy(c).contains("second body"))
+        .unwrap();
+    std::fs::remove_file(&two.0).unwrap();
+    sync();
+    let got = files();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].0.to_string_lossy().contains(":2,F"),
+        "flag not synced: {:?}",
+        got[0].0
+    );
+    assert_eq!(inst.uids(USER, "INBOX"), vec![1]);
+}
