@@ -10,7 +10,7 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 IMAGE_CACHE ?= /var/cache/pimail-image
 IMAGE_DIR ?= $(TARGET_DIR)/image
 # How `make image-test` reads the test message back: pop3 or imap.
-IMAGE_TEST_READ ?= pop3
+IMAGE_TEST_READ ?= imap
 
 .PHONY: build release run test lint bench bench-spam clean \
 	aarch64 armv7 armv6 cross test-aarch64 image image-test image-deps
