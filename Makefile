@@ -29,7 +29,8 @@ run: build
 		echo '$(DEMO_PASSWORD)' | ./target/debug/pimail user add $(DEMO_USER) --password-stdin --config $(VAR)/pimail.toml; \
 	fi
 	@echo "demo user: $(DEMO_USER)  password: $(DEMO_PASSWORD)"
-	@echo "SMTP: 127.0.0.1:$$(( $(PORT_BASE) + 25 ))   (try: swaks --server 127.0.0.1:$$(( $(PORT_BASE) + 25 )) --to $(DEMO_USER))"
+	@echo "SMTP 127.0.0.1:$$(( $(PORT_BASE) + 25 ))  submission :$$(( $(PORT_BASE) + 587 ))/:$$(( $(PORT_BASE) + 465 ))  IMAP :$$(( $(PORT_BASE) + 143 ))/:$$(( $(PORT_BASE) + 993 ))  POP3 :$$(( $(PORT_BASE) + 110 ))/:$$(( $(PORT_BASE) + 995 ))"
+	@echo "try: swaks --server 127.0.0.1:$$(( $(PORT_BASE) + 25 )) --to $(DEMO_USER)"
 	./target/debug/pimail serve --config $(VAR)/pimail.toml
 
 test:
