@@ -1516,45 +1516,56 @@ impl Session {
                     | FetchItem::Rfc822Text
             )
         });
-        for (n, (seq, uid_)) in targets.into_iter().enumerate() {
-            if n % 256 == 255 {
-                future::yield_now().await;
-            }
-            let (row, blob) = {
+        // Rows are read in batches, one short read transaction per batch:
+        // a transaction per message would cost more than the rendering,
+        // and one for the whole range would pin old pages while a slow
+        // client reads.
+        const BATCH: usize = 256;
+        for batch in targets.chunks(BATCH) {
+            future::yield_now().await;
+            let mut rows = Vec::with_capacity(batch.len());
+            {
                 let txn = self.store_read()?;
                 let messages = txn.open_table(MESSAGES).map_err(|e| db(e.into()))?;
-                let Some(row) = messages.get((mailbox, uid_)).map_err(|e| db(e.into()))? else {
-                    continue;
-                };
-                let row = MessageRow::decode(row.value()).map_err(|e| db(e.into()))?;
-                if changed_since.is_some_and(|c| row.modseq <= c) {
-                    continue;
-                }
-                let blob = if needs_meta {
-                    let blobs = txn.open_table(BLOBS).map_err(|e| db(e.into()))?;
-                    match blobs.get(&row.blob).map_err(|e| db(e.into()))? {
-                        Some(b) => Some(BlobRow::decode(b.value()).map_err(|e| db(e.into()))?),
-                        None => None,
-                    }
+                let blobs = if needs_meta {
+                    Some(txn.open_table(BLOBS).map_err(|e| db(e.into()))?)
                 } else {
                     None
                 };
-                (row, blob)
-            };
-            let meta = blob
-                .as_ref()
-                .map(|b| MessageMeta::decode(&b.meta).unwrap_or_else(|| fallback_meta(b.size)));
-            self.out
-                .extend_from_slice(format!("* {seq} FETCH (").as_bytes());
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(b' ');
+                for &(seq, uid_) in batch {
+                    let Some(row) = messages.get((mailbox, uid_)).map_err(|e| db(e.into()))? else {
+                        continue;
+                    };
+                    let row = MessageRow::decode(row.value()).map_err(|e| db(e.into()))?;
+                    if changed_since.is_some_and(|c| row.modseq <= c) {
+                        continue;
+                    }
+                    let blob = match &blobs {
+                        Some(t) => match t.get(&row.blob).map_err(|e| db(e.into()))? {
+                            Some(b) => Some(BlobRow::decode(b.value()).map_err(|e| db(e.into()))?),
+                            None => None,
+                        },
+                        None => None,
+                    };
+                    rows.push((seq, uid_, row, blob));
                 }
-                self.fetch_item(item, uid_, &row, blob.as_ref(), meta.as_ref())
-                    .await?;
             }
-            self.out.extend_from_slice(b")\r\n");
-            self.maybe_flush().await?;
+            for (seq, uid_, row, blob) in rows {
+                let meta = blob
+                    .as_ref()
+                    .map(|b| MessageMeta::decode(&b.meta).unwrap_or_else(|| fallback_meta(b.size)));
+                self.out
+                    .extend_from_slice(format!("* {seq} FETCH (").as_bytes());
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(b' ');
+                    }
+                    self.fetch_item(item, uid_, &row, blob.as_ref(), meta.as_ref())
+                        .await?;
+                }
+                self.out.extend_from_slice(b")\r\n");
+                self.maybe_flush().await?;
+            }
         }
         Ok(())
     }
