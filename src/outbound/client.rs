@@ -2,18 +2,15 @@
 //! (RFC 3207), AUTH PLAIN for smarthosts (RFC 4954), PIPELINING (RFC 2920),
 //! SIZE, 8BITMIME and SMTPUTF8 when the peer offers them.
 
-use std::io;
 use std::net::{SocketAddr, TcpStream};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_io::Async;
-use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 
 use crate::pop3::DotStuffer;
-use crate::server::conn::{Input, Line, with_timeout};
+use crate::server::conn::{Input, Line, MaybeTls, with_timeout};
 use crate::store::queue::QueueEntry;
 use crate::store::{BlobId, Store};
 
@@ -69,53 +66,8 @@ pub enum Outcome {
     Failed(Failure),
 }
 
-pub enum ClientStream {
-    Plain(Async<TcpStream>),
-    Tls(Box<futures_rustls::client::TlsStream<Async<TcpStream>>>),
-    Closed,
-}
-
-impl AsyncRead for ClientStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            ClientStream::Closed => Poll::Ready(Ok(0)),
-        }
-    }
-}
-
-impl AsyncWrite for ClientStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            ClientStream::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            ClientStream::Closed => Poll::Ready(Ok(())),
-        }
-    }
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_close(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
-            ClientStream::Closed => Poll::Ready(Ok(())),
-        }
-    }
-}
+/// A connection we made to a peer.
+pub type ClientStream = MaybeTls<futures_rustls::client::TlsStream<Async<TcpStream>>>;
 
 /// Accepts any certificate (opportunistic TLS) but still checks the
 /// handshake signatures, so the session keys are the peer's.
@@ -223,7 +175,7 @@ impl Connection {
             .map_err(|e| Failure::temp(format!("connect to {peer} [{addr}]: {e}")))?;
         let _ = tcp.get_ref().set_nodelay(true);
         let mut c = Connection {
-            stream: ClientStream::Plain(tcp),
+            stream: MaybeTls::Plain(tcp),
             input: Input::new(4096),
             extensions: Vec::new(),
             peer: peer.to_string(),
@@ -301,10 +253,10 @@ impl Connection {
     }
 
     async fn start_tls(&mut self, verify: bool, settings: &ClientSettings) -> Result<(), Failure> {
-        let ClientStream::Plain(tcp) = std::mem::replace(&mut self.stream, ClientStream::Closed)
-        else {
-            return Err(Failure::temp("TLS already active"));
-        };
+        let tcp = self
+            .stream
+            .take_plain()
+            .map_err(|e| Failure::temp(e.to_string()))?;
         let config = tls_config(verify, &settings.roots)?;
         let name = rustls::pki_types::ServerName::try_from(self.peer.clone())
             .map_err(|_| Failure::temp(format!("{} is not a valid TLS server name", self.peer)))?;
@@ -314,7 +266,7 @@ impl Connection {
         )
         .await
         .map_err(|e| Failure::temp(format!("TLS with {}: {e}", self.peer)))?;
-        self.stream = ClientStream::Tls(Box::new(tls));
+        self.stream = MaybeTls::Tls(Box::new(tls));
         self.input.clear();
         Ok(())
     }

@@ -11,68 +11,85 @@ use async_io::{Async, Timer};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, future};
 use futures_rustls::TlsAcceptor;
 
-pub enum Stream {
+/// A TCP connection in the clear or inside TLS (`T`: the server's or the
+/// client's TLS stream), upgradable by STARTTLS.
+pub enum MaybeTls<T> {
     Plain(Async<TcpStream>),
-    Tls(Box<futures_rustls::server::TlsStream<Async<TcpStream>>>),
+    Tls(Box<T>),
     /// Between taking the plain stream and finishing a TLS handshake, or
     /// after a failed one.
     Closed,
 }
 
-impl Stream {
+/// A connection a client made to us.
+pub type Stream = MaybeTls<futures_rustls::server::TlsStream<Async<TcpStream>>>;
+
+impl<T> MaybeTls<T> {
     pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::Tls(_))
+        matches!(self, MaybeTls::Tls(_))
     }
 
+    /// The plain stream, for a TLS handshake; the connection is `Closed`
+    /// until the caller puts the TLS stream back.
+    pub fn take_plain(&mut self) -> io::Result<Async<TcpStream>> {
+        match std::mem::replace(self, MaybeTls::Closed) {
+            MaybeTls::Plain(tcp) => Ok(tcp),
+            other => {
+                *self = other;
+                Err(io::Error::other("TLS is already active"))
+            }
+        }
+    }
+}
+
+impl Stream {
     /// Runs the server side of a TLS handshake on a plain stream.
     pub async fn start_tls(&mut self, acceptor: &TlsAcceptor, timeout: Duration) -> io::Result<()> {
-        let Stream::Plain(tcp) = std::mem::replace(self, Stream::Closed) else {
-            return Err(io::Error::other("TLS is already active"));
-        };
+        let tcp = self.take_plain()?;
         let tls = with_timeout(timeout, acceptor.accept(tcp)).await?;
-        *self = Stream::Tls(Box::new(tls));
+        *self = MaybeTls::Tls(Box::new(tls));
         Ok(())
     }
 }
 
-impl AsyncRead for Stream {
+impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::Closed => Poll::Ready(Ok(0)),
+            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            MaybeTls::Closed => Poll::Ready(Ok(0)),
         }
     }
 }
 
-impl AsyncWrite for Stream {
+impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            MaybeTls::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Stream::Closed => Poll::Ready(Ok(())),
+            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            MaybeTls::Closed => Poll::Ready(Ok(())),
         }
     }
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_close(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
-            Stream::Closed => Poll::Ready(Ok(())),
+            MaybeTls::Plain(s) => Pin::new(s).poll_close(cx),
+            MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+            MaybeTls::Closed => Poll::Ready(Ok(())),
         }
     }
 }
