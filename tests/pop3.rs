@@ -342,3 +342,22 @@ fn getmail_keep_and_delete() {
     );
     assert!(inst.uids(USER, "INBOX").is_empty());
 }
+
+#[test]
+fn failed_logins_are_limited_per_address() {
+    let inst = instance("pop3limit", |t| {
+        t.replace("max_failures_per_ip = 10", "max_failures_per_ip = 2")
+    });
+    let mut p = Pop::connect(pop3_addr(&inst));
+    for _ in 0..2 {
+        assert!(p.cmd(&format!("USER {USER}")).starts_with("+OK"));
+        assert!(p.cmd("PASS wrong").starts_with("-ERR [AUTH]"));
+    }
+    // Now even the right password is refused from this address.
+    assert!(p.cmd(&format!("USER {USER}")).starts_with("+OK"));
+    let reply = p.cmd("PASS secret");
+    assert!(
+        reply.starts_with("-ERR [AUTH] Too many failed logins"),
+        "{reply}"
+    );
+}

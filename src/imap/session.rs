@@ -688,6 +688,14 @@ impl Session {
             self.tagged(tag, "NO", "[PRIVACYREQUIRED] Use STARTTLS first");
             return Ok(());
         }
+        if self.server.auth.blocked(self.peer.ip(), &self.config) {
+            self.tagged(
+                tag,
+                "NO",
+                "[UNAVAILABLE] Too many failed logins from your address; try later",
+            );
+            return Ok(());
+        }
         let verified = self
             .server
             .auth
@@ -703,6 +711,7 @@ impl Session {
             }
             None => {
                 log::info!("imap {}: failed login for {user:?}", self.peer);
+                self.server.auth.note_failure(self.peer.ip());
                 Timer::after(self.config.imap.login_failure_delay).await;
                 self.errors += 1;
                 self.tagged(tag, "NO", "[AUTHENTICATIONFAILED] Authentication failed");

@@ -360,6 +360,10 @@ impl Session {
     }
 
     async fn login(&mut self, user: &str, password: &str, lock: &mut Option<MaildropLock>) {
+        if self.server.auth.blocked(self.peer.ip(), &self.config) {
+            self.error("-ERR [AUTH] Too many failed logins from your address; try later");
+            return;
+        }
         let verified = match self
             .server
             .auth
@@ -375,6 +379,7 @@ impl Session {
         };
         let Some(user) = verified else {
             log::info!("pop3 {}: failed login for {user}", self.peer);
+            self.server.auth.note_failure(self.peer.ip());
             // Slow down guessing (RFC 3206 [AUTH] for the reply).
             async_io::Timer::after(self.config.auth.failure_delay).await;
             self.error("-ERR [AUTH] Invalid user name or password");
