@@ -56,6 +56,17 @@ fn load_mailbox(txn: &WriteTransaction, id: u64) -> Result<Mailbox, StoreError> 
     Ok(Mailbox::decode(id, row.value())?)
 }
 
+/// The user's mailbox called `name`, or NotFound.
+fn load_named(txn: &WriteTransaction, user: &str, name: &str) -> Result<Mailbox, StoreError> {
+    ops::mailbox_in(
+        &txn.open_table(MAILBOX_NAMES)?,
+        &txn.open_table(MAILBOXES)?,
+        user,
+        name,
+    )?
+    .ok_or_else(|| StoreError::NotFound(format!("mailbox {name}")))
+}
+
 fn save_mailbox(txn: &WriteTransaction, m: &Mailbox) -> Result<(), StoreError> {
     txn.open_table(MAILBOXES)?
         .insert(m.id, m.encode().as_slice())?;
@@ -300,15 +311,7 @@ pub fn append(
     delivery: &Delivery,
     keywords: &[String],
 ) -> Result<(u32, u32), StoreError> {
-    let Some(mb) = ops::mailbox_in(
-        &txn.open_table(MAILBOX_NAMES)?,
-        &txn.open_table(MAILBOXES)?,
-        user,
-        mailbox,
-    )?
-    else {
-        return Err(StoreError::NotFound(format!("mailbox {mailbox}")));
-    };
+    let mb = load_named(txn, user, mailbox)?;
     check_quota(txn, user, delivery.size)?;
     debug_assert!(delivery.targets.len() == 1);
     let delivered = ops::deliver(txn, delivery)?;
@@ -410,15 +413,7 @@ pub fn rename(
     if txn.open_table(MAILBOX_NAMES)?.get((user, to))?.is_some() {
         return Err(StoreError::Exists(format!("mailbox {to}")));
     }
-    let Some(src) = ops::mailbox_in(
-        &txn.open_table(MAILBOX_NAMES)?,
-        &txn.open_table(MAILBOXES)?,
-        user,
-        from,
-    )?
-    else {
-        return Err(StoreError::NotFound(format!("mailbox {from}")));
-    };
+    let src = load_named(txn, user, from)?;
     if from == "INBOX" {
         let dst = create(txn, user, to, SpecialUse::None, now)?;
         let uids: Vec<u32> = {
@@ -482,15 +477,7 @@ pub fn subscribe(
     name: &str,
     subscribed: bool,
 ) -> Result<(), StoreError> {
-    let Some(mut mb) = ops::mailbox_in(
-        &txn.open_table(MAILBOX_NAMES)?,
-        &txn.open_table(MAILBOXES)?,
-        user,
-        name,
-    )?
-    else {
-        return Err(StoreError::NotFound(format!("mailbox {name}")));
-    };
+    let mut mb = load_named(txn, user, name)?;
     mb.subscribed = subscribed;
     save_mailbox(txn, &mb)
 }
