@@ -384,6 +384,30 @@ impl Session {
     }
 
     /// A mailbox name from the client, as stored (UTF-8, INBOX uppercase).
+    /// The decoded mailbox name, or None after answering NO.
+    fn name_or_no(&mut self, tag: &str, raw: &[u8]) -> Option<String> {
+        match self.mailbox_name(raw) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.tagged(tag, "NO", &e);
+                None
+            }
+        }
+    }
+
+    /// The named mailbox, or None after answering NO (bad name or
+    /// [NONEXISTENT]).
+    fn mailbox_or_no(&mut self, tag: &str, raw: &[u8]) -> io::Result<Option<Mailbox>> {
+        let Some(name) = self.name_or_no(tag, raw) else {
+            return Ok(None);
+        };
+        let mb = self.lookup(&name)?;
+        if mb.is_none() {
+            self.tagged(tag, "NO", "[NONEXISTENT] No such mailbox");
+        }
+        Ok(mb)
+    }
+
     fn mailbox_name(&self, raw: &[u8]) -> Result<String, String> {
         let name = if self.rev2 {
             String::from_utf8(raw.to_vec()).map_err(|_| "Mailbox name is not UTF-8".to_string())?
@@ -598,12 +622,8 @@ impl Session {
                 }
             }
             Kind::GetQuotaRoot(mailbox) => {
-                let name = match self.mailbox_name(&mailbox) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        self.tagged(tag, "NO", &e);
-                        return Ok(Next::Continue);
-                    }
+                let Some(name) = self.name_or_no(tag, &mailbox) else {
+                    return Ok(Next::Continue);
                 };
                 let quota = self
                     .server
@@ -816,15 +836,7 @@ impl Session {
                 self.line("* OK [CLOSED] Previous mailbox closed");
             }
         }
-        let name = match self.mailbox_name(raw) {
-            Ok(n) => n,
-            Err(e) => {
-                self.tagged(tag, "NO", &e);
-                return Ok(());
-            }
-        };
-        let Some(mb) = self.lookup(&name)? else {
-            self.tagged(tag, "NO", "[NONEXISTENT] No such mailbox");
+        let Some(mb) = self.mailbox_or_no(tag, raw)? else {
             return Ok(());
         };
         if qresync.is_some() && !self.qresync {
@@ -1075,12 +1087,8 @@ impl Session {
     }
 
     async fn create(&mut self, tag: &str, raw: &[u8], special: Option<String>) -> io::Result<()> {
-        let name = match self.mailbox_name(raw) {
-            Ok(n) => n,
-            Err(e) => {
-                self.tagged(tag, "NO", &e);
-                return Ok(());
-            }
+        let Some(name) = self.name_or_no(tag, raw) else {
+            return Ok(());
         };
         let special_use = match special.as_deref().map(special_use_of) {
             None => SpecialUse::None,
@@ -1106,12 +1114,8 @@ impl Session {
     }
 
     async fn delete(&mut self, tag: &str, raw: &[u8]) -> io::Result<()> {
-        let name = match self.mailbox_name(raw) {
-            Ok(n) => n,
-            Err(e) => {
-                self.tagged(tag, "NO", &e);
-                return Ok(());
-            }
+        let Some(name) = self.name_or_no(tag, raw) else {
+            return Ok(());
         };
         if let State::Selected { mailbox, .. } = &self.state
             && mailbox.name == name
@@ -1162,12 +1166,8 @@ impl Session {
     }
 
     async fn subscribe(&mut self, tag: &str, raw: &[u8], on: bool) -> io::Result<()> {
-        let name = match self.mailbox_name(raw) {
-            Ok(n) => n,
-            Err(e) => {
-                self.tagged(tag, "NO", &e);
-                return Ok(());
-            }
+        let Some(name) = self.name_or_no(tag, raw) else {
+            return Ok(());
         };
         let user = self.user().to_string();
         let r = self
@@ -1300,15 +1300,7 @@ impl Session {
     }
 
     async fn status(&mut self, tag: &str, raw: &[u8], items: &[StatusItem]) -> io::Result<()> {
-        let name = match self.mailbox_name(raw) {
-            Ok(n) => n,
-            Err(e) => {
-                self.tagged(tag, "NO", &e);
-                return Ok(());
-            }
-        };
-        let Some(mb) = self.lookup(&name)? else {
-            self.tagged(tag, "NO", "[NONEXISTENT] No such mailbox");
+        let Some(mb) = self.mailbox_or_no(tag, raw)? else {
             return Ok(());
         };
         if items.contains(&StatusItem::HighestModSeq) {
@@ -2155,12 +2147,8 @@ impl Session {
         raw: &[u8],
         move_: bool,
     ) -> io::Result<()> {
-        let name = match self.mailbox_name(raw) {
-            Ok(n) => n,
-            Err(e) => {
-                self.tagged(tag, "NO", &e);
-                return Ok(());
-            }
+        let Some(name) = self.name_or_no(tag, raw) else {
+            return Ok(());
         };
         if move_ && self.read_only() {
             self.tagged(tag, "NO", "[READ-ONLY] Mailbox is read-only");
