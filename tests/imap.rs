@@ -304,6 +304,14 @@ fn fetch_store_search_copy_move_expunge() {
         "{u:?}"
     );
     assert!(u[0].ends_with(" DELETED 0)"));
+    // IMAP4rev1's first unseen message, from the store's unseen index:
+    // Archive holds message 1 (seen) and message 2 (not seen).
+    let u = c.ok("EXAMINE Archive");
+    assert!(u.contains(&"* 2 EXISTS".to_string()), "{u:?}");
+    assert!(
+        u.contains(&"* OK [UNSEEN 2] First unseen".to_string()),
+        "{u:?}"
+    );
     c.ok("LOGOUT");
 }
 

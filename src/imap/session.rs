@@ -18,6 +18,7 @@ use super::parse::{
     StoreMode,
 };
 use super::sequence::{self, SequenceSet};
+use super::uids::UidList;
 use super::{StateKind, list, mutf7};
 use crate::config::Config;
 use crate::message::{MessageMeta, Part};
@@ -41,7 +42,7 @@ struct Selected {
     name: String,
     read_only: bool,
     /// UIDs by message sequence number - 1.
-    uids: super::uids::UidList,
+    uids: UidList,
     /// Changes up to this mod-sequence have been reported.
     modseq: u64,
     /// Messages below this UID are in `uids` (or were expunged).
@@ -846,26 +847,30 @@ impl Session {
         if condstore {
             self.condstore = true;
         }
+        // The UID set and the first unseen message come from the store's
+        // indexes: a read of a few entries, not of every message row.
         let txn = self.store_read()?;
-        let messages = txn.open_table(MESSAGES).map_err(|e| db(e.into()))?;
-        let mut uids = super::uids::UidList::new();
-        let mut first_unseen = None;
-        for entry in messages
-            .range((mb.id, 0)..=(mb.id, u32::MAX))
-            .map_err(|e| db(e.into()))?
-        {
-            let (k, v) = entry.map_err(|e| db(e.into()))?;
-            uids.push(k.value().1);
-            if first_unseen.is_none()
-                && !self.rev2
-                && mb.unseen > 0
-                && mailbox_ops::flags_and_modseq(v.value())
-                    .is_some_and(|(f, _)| f & flags::SEEN == 0)
-            {
-                first_unseen = Some(uids.len());
-            }
-        }
-        drop(messages);
+        // The row again, in the same snapshot as the UIDs, so that UIDNEXT
+        // and EXISTS agree even if a delivery committed in between.
+        let Some(mb) = crate::store::ops::mailbox_in(
+            &txn.open_table(MAILBOX_NAMES).map_err(|e| db(e.into()))?,
+            &txn.open_table(MAILBOXES).map_err(|e| db(e.into()))?,
+            self.user(),
+            &mb.name,
+        )
+        .map_err(db)?
+        else {
+            self.tagged(tag, "NO", "[NONEXISTENT] No such mailbox");
+            return Ok(());
+        };
+        let uids = UidList::from_runs(&crate::store::index::uid_runs(&txn, mb.id).map_err(db)?);
+        let first_unseen = if !self.rev2 && mb.unseen > 0 {
+            crate::store::index::first_unseen(&txn, mb.id)
+                .map_err(db)?
+                .map(|uid| uids.count_below(uid) + 1)
+        } else {
+            None
+        };
         drop(txn);
         self.line("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)");
         self.line(

@@ -29,6 +29,29 @@ impl UidList {
         next - self.runs[r].1
     }
 
+    /// A list from (first, last) runs in increasing order, as the store's
+    /// `uid_runs` index holds them.
+    pub fn from_runs(runs: &[(u32, u32)]) -> UidList {
+        let mut list = UidList::new();
+        for &(first, last) in runs {
+            list.push_run(first, last);
+        }
+        list
+    }
+
+    /// Appends the UIDs `first..=last`, all larger than every one held.
+    pub fn push_run(&mut self, first: u32, last: u32) {
+        if last < first {
+            return;
+        }
+        let count = last - first + 1;
+        match self.runs.last() {
+            Some(&(f, start)) if f + (self.len - start) == first => {}
+            _ => self.runs.push((first, self.len)),
+        }
+        self.len += count;
+    }
+
     /// Appends a UID larger than every one held.
     pub fn push(&mut self, uid: u32) {
         if let Some(&(first, start)) = self.runs.last()
@@ -175,6 +198,15 @@ mod tests {
                 list.remove(i);
             }
             proptest::prop_assert_eq!(list.iter().collect::<Vec<_>>(), plain.clone());
+            // The same list built from its runs, as SELECT builds it.
+            let mut runs: Vec<(u32, u32)> = Vec::new();
+            for &u in &plain {
+                match runs.last_mut() {
+                    Some(r) if r.1 + 1 == u => r.1 = u,
+                    _ => runs.push((u, u)),
+                }
+            }
+            proptest::prop_assert_eq!(&UidList::from_runs(&runs), &list);
             for uid in 0..510 {
                 proptest::prop_assert_eq!(list.binary_search(&uid), plain.binary_search(&uid));
             }

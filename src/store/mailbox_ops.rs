@@ -94,6 +94,7 @@ pub fn store_flags(
     let mut any = false;
     {
         let mut messages = txn.open_table(MESSAGES)?;
+        let mut index = RowIndexes::open(txn)?;
         for &uid in uids {
             let row = match messages.get((mailbox, uid))? {
                 Some(r) => MessageRow::decode(r.value())?,
@@ -104,9 +105,7 @@ pub fn store_flags(
                 up.modified.push(uid);
                 continue;
             }
-            let old_flags = row.flags;
-            let old_keywords = row.keywords.clone();
-            let old_modseq = row.modseq;
+            let old = row.clone();
             match change {
                 FlagChange::Replace => {
                     row.flags = flag_bits | (row.flags & flags::RECENT);
@@ -126,11 +125,11 @@ pub fn store_flags(
                         .retain(|x| !keywords.iter().any(|k| k.eq_ignore_ascii_case(x)));
                 }
             }
-            let changed = row.flags != old_flags || row.keywords != old_keywords;
+            let changed = row.flags != old.flags || row.keywords != old.keywords;
             if changed {
                 any = true;
                 row.modseq = new_modseq;
-                let was_seen = old_flags & flags::SEEN != 0;
+                let was_seen = old.flags & flags::SEEN != 0;
                 let seen = row.flags & flags::SEEN != 0;
                 if was_seen && !seen {
                     mb.unseen += 1;
@@ -138,9 +137,7 @@ pub fn store_flags(
                     mb.unseen = mb.unseen.saturating_sub(1);
                 }
                 messages.insert((mailbox, uid), row.encode().as_slice())?;
-                let mut changes = txn.open_table(CHANGES)?;
-                changes.remove((mailbox, old_modseq, uid))?;
-                changes.insert((mailbox, row.modseq, uid), ())?;
+                index.changed(mailbox, uid, &old, &row)?;
             } else if unchanged_since.is_some() {
                 // RFC 7162 3.1.3: a no-op store still answers with the
                 // current MODSEQ, which is what `row.modseq` holds.
@@ -274,6 +271,7 @@ pub fn copy(
     {
         let mut messages = txn.open_table(MESSAGES)?;
         let mut blobs = txn.open_table(BLOBS)?;
+        let mut index = RowIndexes::open(txn)?;
         for (uid, mut row) in rows {
             let new_uid = to.uidnext;
             to.uidnext = to.uidnext.checked_add(1).ok_or_else(|| {
@@ -293,8 +291,7 @@ pub fn copy(
             blob.refcount += 1;
             blobs.insert(&row.blob, blob.encode().as_slice())?;
             messages.insert((dst, new_uid), row.encode().as_slice())?;
-            txn.open_table(CHANGES)?
-                .insert((dst, row.modseq, new_uid), ())?;
+            index.added(dst, new_uid, &row)?;
             pairs.push((uid, new_uid));
         }
     }
@@ -390,10 +387,7 @@ pub fn delete(txn: &WriteTransaction, user: &str, name: &str) -> Result<(), Stor
         for entry in log.extract_from_if((id, 0, 0)..=(id, u64::MAX, u32::MAX), |_, _| true)? {
             entry?;
         }
-        let mut changes = txn.open_table(CHANGES)?;
-        for entry in changes.extract_from_if((id, 0, 0)..=(id, u64::MAX, u32::MAX), |_, _| true)? {
-            entry?;
-        }
+        RowIndexes::open(txn)?.drop_mailbox(id)?;
     }
     for b in blobs {
         ops::release_blob(txn, &b)?;

@@ -18,11 +18,14 @@
 //! - `expunged`: (mailbox id, modseq, uid) -> (), the expunge log.
 //! - `changes`: (mailbox id, modseq, uid) -> (), each message by its
 //!   current mod-sequence.
+//! - `uid_runs`: (mailbox id, first uid) -> last uid, the UID set as runs;
+//!   `unseen`: (mailbox id, uid) -> () without `\Seen` ([`index`]).
 //! - `queue`, `queue_due`: outbound recipients and their next attempt
 //!   ([`queue`]).
 
 pub mod codec;
 pub mod content;
+pub mod index;
 pub mod mailbox_ops;
 pub mod ops;
 pub mod queue;
@@ -37,8 +40,9 @@ use redb::{
 };
 
 use codec::{Malformed, RowReader, RowWriter};
+use index::RowIndexes;
 
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 const MAGIC: &[u8] = b"pimail-store";
 
 /// redb stores a value larger than a page alone in a power-of-two run of
@@ -451,6 +455,8 @@ impl Store {
             txn.open_table(CHUNKS)?;
             txn.open_table(EXPUNGED)?;
             txn.open_table(CHANGES)?;
+            txn.open_table(index::UID_RUNS)?;
+            txn.open_table(index::UNSEEN)?;
             txn.open_table(queue::QUEUE)?;
             txn.open_table(queue::QUEUE_DUE)?;
         }
@@ -515,8 +521,10 @@ impl Store {
         let mut version = from;
         while version < SCHEMA_VERSION {
             let txn = self.begin_write()?;
-            if version == 1 {
-                migrate_1_to_2(&txn)?;
+            match version {
+                1 => migrate_1_to_2(&txn)?,
+                2 => index::rebuild(&txn)?,
+                _ => {}
             }
             {
                 let mut meta = txn.open_table(META)?;
@@ -784,7 +792,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn schema_1_is_migrated_with_its_change_index() {
+    fn schema_1_is_migrated_with_its_indexes() {
         let (store, dir) = temp_store("migrate");
         store
             .write(|t| ops::add_account(t, "a@example.org", "h", 1))
@@ -803,8 +811,10 @@ pub(crate) mod tests {
             .write(|t| {
                 t.open_table(MESSAGES)?
                     .insert((inbox.id, 3), row.encode().as_slice())?;
-                t.delete_table(CHANGES)
-                    .map_err(|e| StoreError::Db(e.to_string()))?;
+                for name in ["changes", "uid_runs", "unseen"] {
+                    t.delete_table(TableDefinition::<(), ()>::new(name))
+                        .map_err(|e| StoreError::Db(e.to_string()))?;
+                }
                 t.open_table(META)?
                     .insert("schema_version", 1u32.to_le_bytes().as_slice())?;
                 Ok(())
@@ -816,6 +826,11 @@ pub(crate) mod tests {
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
         assert_eq!(store.changed_since(inbox.id, 6).unwrap(), vec![3]);
         assert!(store.changed_since(inbox.id, 7).unwrap().is_empty());
+        // Schema 3's indexes were built from the rows.
+        let txn = store.begin_read().unwrap();
+        assert_eq!(index::uid_runs(&txn, inbox.id).unwrap(), vec![(3, 3)]);
+        assert_eq!(index::first_unseen(&txn, inbox.id).unwrap(), Some(3));
+        drop(txn);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

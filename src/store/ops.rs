@@ -134,12 +134,7 @@ pub fn del_account(txn: &WriteTransaction, address: &str) -> Result<(), StoreErr
 }
 
 fn delete_mailbox_contents(txn: &WriteTransaction, mailbox: u64) -> Result<(), StoreError> {
-    for e in txn
-        .open_table(CHANGES)?
-        .extract_from_if((mailbox, 0, 0)..=(mailbox, u64::MAX, u32::MAX), |_, _| true)?
-    {
-        e?;
-    }
+    RowIndexes::open(txn)?.drop_mailbox(mailbox)?;
     let mut messages = txn.open_table(MESSAGES)?;
     let mut blobs_to_release = Vec::new();
     {
@@ -369,6 +364,7 @@ pub fn deliver(txn: &WriteTransaction, delivery: &Delivery) -> Result<Vec<Delive
     let mut out = Vec::with_capacity(resolved.len());
     let mut boxes = txn.open_table(MAILBOXES)?;
     let mut messages = txn.open_table(MESSAGES)?;
+    let mut index = RowIndexes::open(txn)?;
     for (id, flags) in resolved {
         let mut mailbox = match boxes.get(id)? {
             Some(row) => Mailbox::decode(id, row.value())?,
@@ -398,7 +394,7 @@ pub fn deliver(txn: &WriteTransaction, delivery: &Delivery) -> Result<Vec<Delive
             blob: delivery.blob,
         };
         messages.insert((id, uid), row.encode().as_slice())?;
-        txn.open_table(CHANGES)?.insert((id, row.modseq, uid), ())?;
+        index.added(id, uid, &row)?;
         boxes.insert(id, mailbox.encode().as_slice())?;
         out.push(Delivered {
             mailbox: id,
@@ -456,13 +452,13 @@ pub fn expunge(
     let mut blobs = Vec::new();
     {
         let mut messages = txn.open_table(MESSAGES)?;
+        let mut index = RowIndexes::open(txn)?;
         for &uid in uids {
             let Some(row) = messages.remove((mailbox, uid))? else {
                 continue;
             };
             let row = MessageRow::decode(row.value())?;
-            txn.open_table(CHANGES)?
-                .remove((mailbox, row.modseq, uid))?;
+            index.removed(mailbox, uid, &row)?;
             mb.exists = mb.exists.saturating_sub(1);
             if row.flags & flags::SEEN == 0 {
                 mb.unseen = mb.unseen.saturating_sub(1);
@@ -491,11 +487,11 @@ pub fn expunge(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::super::tests::temp_store;
     use super::*;
 
-    fn delivery(content: &[u8], targets: &[(&str, &str)]) -> Delivery {
+    pub(crate) fn delivery(content: &[u8], targets: &[(&str, &str)]) -> Delivery {
         use sha2::Digest;
         Delivery {
             queue: Vec::new(),
