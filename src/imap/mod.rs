@@ -124,10 +124,39 @@ LIST-EXTENDED LIST-STATUS STATUS=SIZE QUOTA QUOTA=RES-STORAGE BINARY";
 
 /// `dd-Mon-yyyy hh:mm:ss +0000` (RFC 9051 date-time), in UTC.
 pub fn render_date_time(unix: i64) -> String {
-    match chrono::DateTime::from_timestamp(unix, 0) {
-        Some(t) => t.format("%d-%b-%Y %H:%M:%S +0000").to_string(),
-        None => "01-Jan-1970 00:00:00 +0000".into(),
-    }
+    let mut out = Vec::with_capacity(26);
+    write_date_time(unix, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`render_date_time`] appended to `out` without a format string: FETCH
+/// writes one per message.
+pub fn write_date_time(unix: i64, out: &mut Vec<u8>) {
+    use chrono::{Datelike, Timelike};
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
+    let t = chrono::DateTime::from_timestamp(unix, 0)
+        .filter(|t| (0..=9999).contains(&t.year()))
+        .unwrap_or_default();
+    let two = |out: &mut Vec<u8>, v: u32| {
+        out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8])
+    };
+    two(out, t.day());
+    out.push(b'-');
+    out.extend_from_slice(MONTHS[t.month0() as usize]);
+    out.push(b'-');
+    let y = t.year() as u32;
+    two(out, y / 100);
+    two(out, y % 100);
+    out.push(b' ');
+    two(out, t.hour());
+    out.push(b':');
+    two(out, t.minute());
+    out.push(b':');
+    two(out, t.second());
+    out.extend_from_slice(b" +0000");
 }
 
 /// Writes a string as a quoted string, or a literal if it cannot be quoted.

@@ -2,7 +2,7 @@
 //! rules, renderers). Reads go straight to the store (read transactions
 //! take microseconds); writes go through the writer thread.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -1508,11 +1508,13 @@ impl Session {
                 }
             }
         }
-        let needs_meta = items.iter().any(|i| {
+        // What the items need of the delivery-time meta: nothing, the
+        // top-level envelope alone (decoded without the part tree, the
+        // common header-list fetch), or the whole part tree.
+        let needs_tree = items.iter().any(|i| {
             matches!(
                 i,
-                FetchItem::Envelope
-                    | FetchItem::Body
+                FetchItem::Body
                     | FetchItem::BodyStructure
                     | FetchItem::Section { .. }
                     | FetchItem::Binary { .. }
@@ -1522,6 +1524,7 @@ impl Session {
                     | FetchItem::Rfc822Text
             )
         });
+        let needs_envelope = !needs_tree && items.contains(&FetchItem::Envelope);
         // Rows are read in batches, one short read transaction per batch:
         // a transaction per message would cost more than the rendering,
         // and one for the whole range would pin old pages while a slow
@@ -1533,7 +1536,7 @@ impl Session {
             {
                 let txn = self.store_read()?;
                 let messages = txn.open_table(MESSAGES).map_err(|e| db(e.into()))?;
-                let blobs = if needs_meta {
+                let blobs = if needs_tree || needs_envelope {
                     Some(txn.open_table(BLOBS).map_err(|e| db(e.into()))?)
                 } else {
                     None
@@ -1546,28 +1549,42 @@ impl Session {
                     if changed_since.is_some_and(|c| row.modseq <= c) {
                         continue;
                     }
-                    let blob = match &blobs {
-                        Some(t) => match t.get(&row.blob).map_err(|e| db(e.into()))? {
-                            Some(b) => Some(BlobRow::decode(b.value()).map_err(|e| db(e.into()))?),
-                            None => None,
-                        },
-                        None => None,
-                    };
-                    rows.push((seq, uid_, row, blob));
+                    let (mut blob, mut envelope) = (None, None);
+                    if let Some(t) = &blobs
+                        && let Some(b) = t.get(&row.blob).map_err(|e| db(e.into()))?
+                    {
+                        if needs_tree {
+                            blob = Some(BlobRow::decode(b.value()).map_err(|e| db(e.into()))?);
+                        } else {
+                            envelope = BlobRow::meta_of(b.value())
+                                .ok()
+                                .and_then(MessageMeta::decode_envelope)
+                                .flatten();
+                        }
+                    }
+                    rows.push((seq, uid_, row, blob, envelope));
                 }
             }
-            for (seq, uid_, row, blob) in rows {
+            for (seq, uid_, row, blob, envelope) in rows {
                 let meta = blob
                     .as_ref()
                     .map(|b| MessageMeta::decode(&b.meta).unwrap_or_else(|| fallback_meta(b.size)));
-                self.out
-                    .extend_from_slice(format!("* {seq} FETCH (").as_bytes());
+                let envelope = envelope
+                    .as_ref()
+                    .or_else(|| meta.as_ref().and_then(|m| m.root.envelope.as_ref()));
+                write!(self.out, "* {seq} FETCH (")?;
                 for (i, item) in items.iter().enumerate() {
                     if i > 0 {
                         self.out.push(b' ');
                     }
-                    self.fetch_item(item, uid_, &row, blob.as_ref(), meta.as_ref())
-                        .await?;
+                    let parts = Fetched {
+                        uid: uid_,
+                        row: &row,
+                        blob: blob.as_ref(),
+                        meta: meta.as_ref(),
+                        envelope,
+                    };
+                    self.fetch_item(item, parts).await?;
                 }
                 self.out.extend_from_slice(b")\r\n");
                 self.maybe_flush().await?;
@@ -1576,40 +1593,34 @@ impl Session {
         Ok(())
     }
 
-    async fn fetch_item(
-        &mut self,
-        item: &FetchItem,
-        uid: u32,
-        row: &MessageRow,
-        blob: Option<&BlobRow>,
-        meta: Option<&MessageMeta>,
-    ) -> io::Result<()> {
+    async fn fetch_item(&mut self, item: &FetchItem, parts: Fetched<'_>) -> io::Result<()> {
+        let Fetched {
+            uid,
+            row,
+            blob,
+            meta,
+            envelope,
+        } = parts;
         let out = &mut self.out;
         match item {
-            FetchItem::Uid => out.extend_from_slice(format!("UID {uid}").as_bytes()),
+            FetchItem::Uid => write!(out, "UID {uid}")?,
             FetchItem::Flags => {
                 out.extend_from_slice(b"FLAGS ");
                 super::render_flags(row.flags, &row.keywords, out);
             }
-            FetchItem::InternalDate => out.extend_from_slice(
-                format!(
-                    "INTERNALDATE \"{}\"",
-                    super::render_date_time(row.internal_date)
-                )
-                .as_bytes(),
-            ),
-            FetchItem::Rfc822Size => {
-                out.extend_from_slice(format!("RFC822.SIZE {}", row.size).as_bytes())
+            FetchItem::InternalDate => {
+                out.extend_from_slice(b"INTERNALDATE \"");
+                super::write_date_time(row.internal_date, out);
+                out.push(b'"');
             }
-            FetchItem::ModSeq => {
-                out.extend_from_slice(format!("MODSEQ ({})", row.modseq).as_bytes())
-            }
+            FetchItem::Rfc822Size => write!(out, "RFC822.SIZE {}", row.size)?,
+            FetchItem::ModSeq => write!(out, "MODSEQ ({})", row.modseq)?,
             FetchItem::Envelope => {
                 out.extend_from_slice(b"ENVELOPE ");
-                let env = meta
-                    .and_then(|m| m.root.envelope.clone())
-                    .unwrap_or_default();
-                crate::message::render_envelope(&env, out);
+                match envelope {
+                    Some(env) => crate::message::render_envelope(env, out),
+                    None => crate::message::render_envelope(&Default::default(), out),
+                }
             }
             FetchItem::Body | FetchItem::BodyStructure => {
                 let ext = matches!(item, FetchItem::BodyStructure);
@@ -2603,6 +2614,16 @@ fn sent_day(raw: &[u8]) -> Option<i64> {
         d.signed_duration_since(chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?)
             .num_days(),
     )
+}
+
+/// What one FETCH response is rendered from.
+#[derive(Clone, Copy)]
+struct Fetched<'a> {
+    uid: u32,
+    row: &'a MessageRow,
+    blob: Option<&'a BlobRow>,
+    meta: Option<&'a MessageMeta>,
+    envelope: Option<&'a crate::message::Envelope>,
 }
 
 /// Structure for a message whose stored metadata cannot be read: one

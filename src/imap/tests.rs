@@ -168,6 +168,24 @@ fn flags_and_state_rules() {
     assert!(!legal(&Kind::Namespace, StateKind::NotAuthenticated));
     assert!(!legal(&Kind::StartTls, StateKind::Authenticated));
     assert_eq!(render_date_time(0), "01-Jan-1970 00:00:00 +0000");
+    assert_eq!(
+        render_date_time(1_700_000_000),
+        "14-Nov-2023 22:13:20 +0000"
+    );
+    // Out of the four-digit range: the epoch rather than a malformed date.
+    assert_eq!(render_date_time(i64::MAX), "01-Jan-1970 00:00:00 +0000");
+}
+
+proptest::proptest! {
+    /// The hand-written date matches chrono's formatting of it.
+    #[test]
+    fn date_time_matches_chrono(unix in 0i64..253_402_300_799) {
+        let t = chrono::DateTime::from_timestamp(unix, 0).unwrap();
+        proptest::prop_assert_eq!(
+            render_date_time(unix),
+            t.format("%d-%b-%Y %H:%M:%S +0000").to_string()
+        );
+    }
 }
 
 proptest::proptest! {

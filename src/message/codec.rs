@@ -31,6 +31,19 @@ pub(super) fn decode(bytes: &[u8]) -> Option<MessageMeta> {
     r.b.is_empty().then_some(MessageMeta { size, root })
 }
 
+/// Only the top-level envelope, for FETCH ENVELOPE: the part tree after it
+/// is neither decoded nor allocated. `None` for anything malformed.
+pub(super) fn decode_envelope(bytes: &[u8]) -> Option<Option<Envelope>> {
+    let (&version, rest) = bytes.split_first()?;
+    if version != VERSION {
+        return None;
+    }
+    let mut r = Reader { b: rest };
+    r.u64()?;
+    r.skip_to_envelope()?;
+    r.envelope()
+}
+
 fn put_u64(w: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         w.push((v as u8) | 0x80);
@@ -217,6 +230,72 @@ impl Reader<'_> {
             .collect()
     }
 
+    fn envelope(&mut self) -> Option<Option<Envelope>> {
+        if !self.flag()? {
+            return Some(None);
+        }
+        Some(Some(Envelope {
+            date: self.opt_bytes()?,
+            subject: self.opt_bytes()?,
+            from: self.addrs()?,
+            sender: self.addrs()?,
+            reply_to: self.addrs()?,
+            to: self.addrs()?,
+            cc: self.addrs()?,
+            bcc: self.addrs()?,
+            in_reply_to: self.opt_bytes()?,
+            message_id: self.opt_bytes()?,
+        }))
+    }
+
+    fn skip_bytes(&mut self) -> Option<()> {
+        let n = usize::try_from(self.u64()?).ok()?;
+        self.b = self.b.get(n..)?;
+        Some(())
+    }
+
+    fn skip_opt(&mut self) -> Option<()> {
+        if self.flag()? {
+            self.skip_bytes()?;
+        }
+        Some(())
+    }
+
+    fn skip_params(&mut self) -> Option<()> {
+        for _ in 0..self.count()? {
+            self.skip_bytes()?;
+            self.skip_bytes()?;
+        }
+        Some(())
+    }
+
+    /// Steps over a part's fields up to its envelope, in [`put_part`]'s
+    /// order, without allocating.
+    fn skip_to_envelope(&mut self) -> Option<()> {
+        for _ in 0..3 {
+            self.u64()?;
+        }
+        self.skip_bytes()?;
+        self.skip_bytes()?;
+        self.skip_params()?;
+        self.skip_opt()?;
+        self.skip_opt()?;
+        self.skip_bytes()?;
+        self.skip_opt()?;
+        if self.flag()? {
+            self.skip_bytes()?;
+            self.skip_params()?;
+        }
+        if self.flag()? {
+            for _ in 0..self.count()? {
+                self.skip_bytes()?;
+            }
+        }
+        self.skip_opt()?;
+        self.u64()?;
+        Some(())
+    }
+
     /// Decodes a part tree iteratively (explicit stack) so garbage cannot
     /// exhaust the call stack.
     fn tree(&mut self) -> Option<Part> {
@@ -264,22 +343,7 @@ impl Reader<'_> {
         };
         let location = self.opt_string()?;
         let lines = u32::try_from(self.u64()?).ok()?;
-        let envelope = if self.flag()? {
-            Some(Envelope {
-                date: self.opt_bytes()?,
-                subject: self.opt_bytes()?,
-                from: self.addrs()?,
-                sender: self.addrs()?,
-                reply_to: self.addrs()?,
-                to: self.addrs()?,
-                cc: self.addrs()?,
-                bcc: self.addrs()?,
-                in_reply_to: self.opt_bytes()?,
-                message_id: self.opt_bytes()?,
-            })
-        } else {
-            None
-        };
+        let envelope = self.envelope()?;
         let n = self.count()?;
         let part = Part {
             header_start,

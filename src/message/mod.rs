@@ -112,6 +112,12 @@ impl MessageMeta {
         codec::decode(bytes)
     }
 
+    /// The top-level envelope of an encoded [`MessageMeta`] without decoding
+    /// the part tree: what `decode(bytes)?.root.envelope` would give.
+    pub fn decode_envelope(bytes: &[u8]) -> Option<Option<Envelope>> {
+        codec::decode_envelope(bytes)
+    }
+
     /// Accounts for `len` bytes of header fields prepended to the message
     /// at delivery (Return-Path, Received, X-Spam-Status...): they join the
     /// top-level header, and everything after it moves down by `len`.

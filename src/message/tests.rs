@@ -62,6 +62,11 @@ fn testdata_cases() {
             Some(meta.clone()),
             "{case}"
         );
+        assert_eq!(
+            MessageMeta::decode_envelope(&meta.encode()),
+            Some(meta.root.envelope.clone()),
+            "{case}: envelope without the tree"
+        );
         for line in expected.lines() {
             let (what, value) = line.split_once(' ').expect("expected line");
             match what {
@@ -412,5 +417,6 @@ proptest! {
             *first = 1;
         }
         let _ = MessageMeta::decode(&b);
+        let _ = MessageMeta::decode_envelope(&b);
     }
 }

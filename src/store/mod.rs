@@ -380,6 +380,18 @@ impl BlobRow {
             meta: r.bytes()?.to_vec(),
         })
     }
+
+    /// The encoded meta of a row, borrowed: what `decode(row)?.meta` holds,
+    /// without copying it.
+    pub(crate) fn meta_of(row: &[u8]) -> Result<&[u8], Malformed> {
+        let mut r = RowReader::new(row);
+        let _version = r.u8()?;
+        r.u32()?;
+        r.u64()?;
+        r.u32()?;
+        r.u32()?;
+        r.bytes()
+    }
 }
 
 /// Opening options taken from the config.
