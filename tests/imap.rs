@@ -353,11 +353,51 @@ fn append_create_rename_and_literals() {
     let (_, t) = c.until_tagged("a4");
     assert!(t.contains("NO [TOOBIG]"), "{t}");
 
+    // MULTIAPPEND (RFC 3502): three messages in one command, mixed
+    // literal kinds, one transaction, APPENDUID with a uid-set.
+    let (m3, m4, m5) = (
+        b"Subject: multi 3\r\n\r\nthree\r\n",
+        b"Subject: multi 4\r\n\r\nfour\r\n",
+        b"Subject: multi 5\r\n\r\nfive\r\n",
+    );
+    c.send(format!("a5 APPEND Drafts {{{}}}\r\n", m3.len()).as_bytes());
+    assert!(c.read_response_line().starts_with("+ "));
+    c.send(m3);
+    c.send(format!(" (\\Seen) {{{}+}}\r\n", m4.len()).as_bytes());
+    c.send(m4);
+    c.send(format!(" \"05-Jan-2024 10:00:00 +0100\" {{{}}}\r\n", m5.len()).as_bytes());
+    assert!(c.read_response_line().starts_with("+ "));
+    c.send(m5);
+    c.send(b"\r\n");
+    let (_, t) = c.until_tagged("a5");
+    assert!(
+        t.starts_with("a5 OK [APPENDUID ") && t.contains(" 3:5]"),
+        "{t}"
+    );
+    // A malformed second message: none of the command's messages is kept.
+    c.send(b"a6 APPEND Drafts {3+}\r\nabc (\\Seen {3+}\r\nxyz\r\n");
+    let (_, t) = c.until_tagged("a6");
+    assert!(t.starts_with("a6 BAD"), "{t}");
+    let u = c.ok("STATUS Drafts (MESSAGES UIDNEXT UNSEEN)");
+    assert_eq!(
+        u,
+        vec!["* STATUS \"Drafts\" (MESSAGES 5 UIDNEXT 6 UNSEEN 4)"]
+    );
+
     c.ok("EXAMINE Drafts");
     let u = c.ok("FETCH 1:* (FLAGS INTERNALDATE BODY[TEXT])");
     assert_eq!(
         u[0],
         "* 1 FETCH (FLAGS (\\Draft $Todo) INTERNALDATE \"05-Jan-2024 09:00:00 +0000\" BODY[TEXT] {6}\r\nbody\r\n)"
+    );
+    let u = c.ok("FETCH 3:5 (FLAGS BODY.PEEK[TEXT])");
+    assert_eq!(
+        u,
+        vec![
+            "* 3 FETCH (FLAGS () BODY[TEXT] {7}\r\nthree\r\n)",
+            "* 4 FETCH (FLAGS (\\Seen) BODY[TEXT] {6}\r\nfour\r\n)",
+            "* 5 FETCH (FLAGS () BODY[TEXT] {6}\r\nfive\r\n)",
+        ]
     );
     let (_, t) = c.cmd("STORE 1 +FLAGS (\\Seen)");
     assert!(t.contains("NO [READ-ONLY]"));
@@ -378,7 +418,7 @@ fn append_create_rename_and_literals() {
         "{u:?}"
     );
     assert!(
-        u.contains(&"* STATUS \"Drafts\" (MESSAGES 2)".to_string()),
+        u.contains(&"* STATUS \"Drafts\" (MESSAGES 5)".to_string()),
         "{u:?}"
     );
     c.ok("RENAME Projects Old");

@@ -1254,19 +1254,7 @@ pub fn append_head(line: &[u8]) -> Option<Result<AppendHead, (String, Bad)>> {
         p.sp()?;
         let mailbox = p.astring()?;
         p.sp()?;
-        let mut flags = Vec::new();
-        if p.peek() == Some(b'(') {
-            flags = p.flag_list()?;
-            p.sp()?;
-        }
-        let mut date = None;
-        if p.peek() == Some(b'"') {
-            date = Some(p.date_time()?);
-            p.sp()?;
-        }
-        if !matches!(p.peek(), Some(b'{') | Some(b'~')) {
-            return bad("expected the message as a literal");
-        }
+        let (flags, date) = message_opts(&mut p)?;
         Ok(AppendHead {
             tag: String::new(),
             mailbox,
@@ -1281,6 +1269,36 @@ pub fn append_head(line: &[u8]) -> Option<Result<AppendHead, (String, Bad)>> {
         }
         Err(e) => Err((tag, e)),
     })
+}
+
+/// The flags and date of one message of an APPEND: `[flag-list SP]
+/// [date-time SP]` up to its literal.
+fn message_opts(p: &mut Parser) -> Result<(Vec<String>, Option<i64>), Bad> {
+    let mut flags = Vec::new();
+    if p.peek() == Some(b'(') {
+        flags = p.flag_list()?;
+        p.sp()?;
+    }
+    let mut date = None;
+    if p.peek() == Some(b'"') {
+        date = Some(p.date_time()?);
+        p.sp()?;
+    }
+    if !matches!(p.peek(), Some(b'{') | Some(b'~')) {
+        return bad("expected the message as a literal");
+    }
+    Ok((flags, date))
+}
+
+/// The line after a message of an APPEND (RFC 3502 MULTIAPPEND): `None`
+/// when it ends the command (empty), else the next message's flags and date,
+/// its literal following (`SP [flag-list SP] [date-time SP] literal`).
+pub fn append_next(line: &[u8]) -> Option<Result<(Vec<String>, Option<i64>), Bad>> {
+    if line.is_empty() {
+        return None;
+    }
+    let mut p = Parser::new(line);
+    Some(p.sp().and_then(|()| message_opts(&mut p)))
 }
 
 /// A literal announced at the end of a line: its size and whether the

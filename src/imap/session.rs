@@ -2493,63 +2493,114 @@ impl Session {
                 return self.skip_literal(n, sync).await;
             }
         };
-        if n > self.config.limits.max_message_size {
-            refuse(self, &tag, "NO", "[TOOBIG] Message too large");
-            return self.skip_literal(n, sync).await;
-        }
         if self.lookup(&name)?.is_none() {
             refuse(self, &tag, "NO", "[TRYCREATE] No such mailbox");
             return self.skip_literal(n, sync).await;
         }
-        if sync {
-            self.line("+ Ready for literal data");
-            self.flush().await?;
-        }
-        let mut spool = crate::smtp::spool::Spool::new(
-            self.config.limits.max_message_size,
-            self.config.limits.spool_memory,
-            Some(self.config.spool_dir()),
-        );
-        self.read_literal(n, |b| spool.push(b)).await?;
-        // The command ends after the literal (MULTIAPPEND is not offered).
-        match self.next_line(self.config.limits.data_timeout).await? {
-            LineEvent::Line(l) if l.is_empty() => {}
-            LineEvent::Line(_) | LineEvent::TooLong => {
-                self.bad(&tag, "Expected the end of APPEND after the message");
-                return Ok(());
+        // RFC 3502 MULTIAPPEND: messages follow one another on the command
+        // line; they are appended all in one transaction or none. Message
+        // bodies past the memory budget go to temp files.
+        let limits = &self.config.limits;
+        let (max_size, mut memory) = (limits.max_message_size, limits.spool_memory);
+        let mut messages = Vec::new();
+        let (mut flags, mut date, mut n, mut sync) = ((bits, keywords), head.date, n, sync);
+        loop {
+            if n > max_size {
+                refuse(self, &tag, "NO", "[TOOBIG] Message too large");
+                return self.skip_literal(n, sync).await;
             }
-            _ => return Err(io::ErrorKind::UnexpectedEof.into()),
-        }
-        let body = match spool.finish() {
-            Ok(b) => b,
-            Err(e) => {
-                log::error!("imap append: spooling: {e}");
-                self.tagged(&tag, "NO", "[SERVERBUG] Cannot store the message now");
-                return Ok(());
+            if messages.len() >= MAX_MULTIAPPEND {
+                refuse(self, &tag, "NO", "[LIMIT] Too many messages in one APPEND");
+                return self.skip_literal(n, sync).await;
             }
-        };
-        let spooled = body.store(Vec::new());
+            if sync {
+                self.line("+ Ready for literal data");
+                self.flush().await?;
+            }
+            let budget = memory.min(usize::try_from(n).unwrap_or(usize::MAX));
+            let mut spool =
+                crate::smtp::spool::Spool::new(max_size, memory, Some(self.config.spool_dir()));
+            memory -= budget;
+            self.read_literal(n, |b| spool.push(b)).await?;
+            messages.push((spool, flags, date));
+            let line = match self.next_line(self.config.limits.data_timeout).await? {
+                LineEvent::Line(l) => l,
+                LineEvent::TooLong => {
+                    self.bad(&tag, "Expected the end of APPEND after the message");
+                    return Ok(());
+                }
+                _ => return Err(io::ErrorKind::UnexpectedEof.into()),
+            };
+            let (next_flags, next_date) = match parse::append_next(&line) {
+                None => break,
+                Some(Ok(next)) => next,
+                Some(Err(e)) => {
+                    self.bad(&tag, &e.0);
+                    return match parse::trailing_literal(&line) {
+                        Some((n, sync)) => self.skip_literal(n, sync).await,
+                        None => Ok(()),
+                    };
+                }
+            };
+            let Some((next_n, next_sync)) = parse::trailing_literal(&line) else {
+                self.bad(&tag, "Expected the next message as a literal");
+                return Ok(());
+            };
+            (n, sync) = (next_n, next_sync);
+            flags = match super::parse_flags(&next_flags) {
+                Ok(f) => f,
+                Err(e) => {
+                    refuse(self, &tag, "BAD", &e);
+                    return self.skip_literal(n, sync).await;
+                }
+            };
+            date = next_date;
+        }
         let user = self.user().to_string();
-        let delivery = crate::store::ops::Delivery {
-            queue: Vec::new(),
-            blob: spooled.blob,
-            content: spooled.content,
-            size: spooled.size,
-            meta: spooled.meta,
-            internal_date: head.date.unwrap_or_else(|| chrono::Utc::now().timestamp()),
-            targets: mailbox_ops::append_target(&user, &name, bits),
-        };
+        let mut deliveries = Vec::with_capacity(messages.len());
+        for (spool, (bits, keywords), date) in messages {
+            let body = match spool.finish() {
+                Ok(b) => b,
+                Err(e) => {
+                    log::error!("imap append: spooling: {e}");
+                    self.tagged(&tag, "NO", "[SERVERBUG] Cannot store the message now");
+                    return Ok(());
+                }
+            };
+            let spooled = body.store(Vec::new());
+            let delivery = crate::store::ops::Delivery {
+                queue: Vec::new(),
+                blob: spooled.blob,
+                content: spooled.content,
+                size: spooled.size,
+                meta: spooled.meta,
+                internal_date: date.unwrap_or_else(|| chrono::Utc::now().timestamp()),
+                targets: mailbox_ops::append_target(&user, &name, bits),
+            };
+            deliveries.push((delivery, keywords));
+        }
         let r = self
-            .write(move |t| mailbox_ops::append(t, &user, &name, &delivery, &keywords))
+            .write(move |t| {
+                let mut uids = Vec::with_capacity(deliveries.len());
+                let mut validity = 0;
+                for (delivery, keywords) in &deliveries {
+                    let (v, uid) = mailbox_ops::append(t, &user, &name, delivery, keywords)?;
+                    validity = v;
+                    uids.push(uid);
+                }
+                Ok((validity, uids))
+            })
             .await;
         match r {
-            Ok((validity, uid)) => {
+            Ok((validity, uids)) => {
                 self.server.notify_change();
                 self.sync(true).await?;
+                // RFC 4315 3: a uid-set for a MULTIAPPEND.
+                let uids = sequence::render(uids);
                 self.tagged(
                     &tag,
                     "OK",
-                    &format!("[APPENDUID {validity} {uid}] APPEND completed"),
+                    &format!("[APPENDUID {validity} {uids}] APPEND completed"),
                 );
             }
             Err(StoreError::NotFound(_)) => self.tagged(&tag, "NO", "[TRYCREATE] No such mailbox"),
@@ -2615,6 +2666,9 @@ fn sent_day(raw: &[u8]) -> Option<i64> {
             .num_days(),
     )
 }
+
+/// Messages in one MULTIAPPEND: bounded like everything else.
+const MAX_MULTIAPPEND: usize = 1000;
 
 /// What one FETCH response is rendered from.
 #[derive(Clone, Copy)]
