@@ -1271,9 +1271,12 @@ pub fn append_head(line: &[u8]) -> Option<Result<AppendHead, (String, Bad)>> {
     })
 }
 
+/// Flags and INTERNALDATE of one appended message.
+pub type MessageOpts = (Vec<String>, Option<i64>);
+
 /// The flags and date of one message of an APPEND: `[flag-list SP]
 /// [date-time SP]` up to its literal.
-fn message_opts(p: &mut Parser) -> Result<(Vec<String>, Option<i64>), Bad> {
+fn message_opts(p: &mut Parser) -> Result<MessageOpts, Bad> {
     let mut flags = Vec::new();
     if p.peek() == Some(b'(') {
         flags = p.flag_list()?;
@@ -1293,7 +1296,7 @@ fn message_opts(p: &mut Parser) -> Result<(Vec<String>, Option<i64>), Bad> {
 /// The line after a message of an APPEND (RFC 3502 MULTIAPPEND): `None`
 /// when it ends the command (empty), else the next message's flags and date,
 /// its literal following (`SP [flag-list SP] [date-time SP] literal`).
-pub fn append_next(line: &[u8]) -> Option<Result<(Vec<String>, Option<i64>), Bad>> {
+pub fn append_next(line: &[u8]) -> Option<Result<MessageOpts, Bad>> {
     if line.is_empty() {
         return None;
     }
