@@ -394,6 +394,44 @@ impl BlobRow {
     }
 }
 
+/// The rows of `wanted` (UIDs ascending, each with a caller's tag such as
+/// its sequence number) in `mailbox`, skipping UIDs that are gone. Dense
+/// UIDs are read with one range scan, sparse ones with point lookups: a
+/// lookup per message costs a B-tree descent, a scan a step to the next
+/// entry.
+pub fn message_rows<T: Copy>(
+    table: &redb::ReadOnlyTable<(u64, u32), &'static [u8]>,
+    mailbox: u64,
+    wanted: &[(T, u32)],
+) -> Result<Vec<(T, u32, MessageRow)>, StoreError> {
+    let mut out = Vec::with_capacity(wanted.len());
+    let (Some(&(_, first)), Some(&(_, last))) = (wanted.first(), wanted.last()) else {
+        return Ok(out);
+    };
+    let span = u64::from(last.saturating_sub(first)) + 1;
+    if span > 4 * wanted.len() as u64 {
+        for &(tag, uid) in wanted {
+            if let Some(row) = table.get((mailbox, uid))? {
+                out.push((tag, uid, MessageRow::decode(row.value())?));
+            }
+        }
+        return Ok(out);
+    }
+    let mut next = wanted.iter().peekable();
+    for entry in table.range((mailbox, first)..=(mailbox, last))? {
+        let (k, v) = entry?;
+        let uid = k.value().1;
+        while next.next_if(|&&(_, w)| w < uid).is_some() {}
+        if let Some(&(tag, _)) = next.next_if(|&&(_, w)| w == uid) {
+            out.push((tag, uid, MessageRow::decode(v.value())?));
+        }
+        if next.peek().is_none() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// Opening options taken from the config.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -843,6 +881,51 @@ pub(crate) mod tests {
         assert_eq!(index::uid_runs(&txn, inbox.id).unwrap(), vec![(3, 3)]);
         assert_eq!(index::first_unseen(&txn, inbox.id).unwrap(), Some(3));
         drop(txn);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn message_rows_dense_and_sparse() {
+        let (store, dir) = temp_store("rows");
+        let row = |modseq| MessageRow {
+            flags: 0,
+            keywords: vec![],
+            modseq,
+            internal_date: 0,
+            size: 1,
+            blob: [0; 32],
+        };
+        store
+            .write(|t| {
+                let mut m = t.open_table(MESSAGES)?;
+                for uid in (1..=100).filter(|u| u % 10 != 0) {
+                    m.insert((7, uid), row(uid as u64).encode().as_slice())?;
+                }
+                // A neighbouring mailbox the scans must not run into.
+                m.insert((8, 1), row(999).encode().as_slice())?;
+                Ok(())
+            })
+            .unwrap();
+        let txn = store.begin_read().unwrap();
+        let t = txn.open_table(MESSAGES).unwrap();
+        let got = |wanted: &[(u32, u32)]| -> Vec<(u32, u32, u64)> {
+            message_rows(&t, 7, wanted)
+                .unwrap()
+                .into_iter()
+                .map(|(tag, uid, r)| (tag, uid, r.modseq))
+                .collect()
+        };
+        // Dense: a range scan, skipping UID 10 (gone) and UIDs not asked for.
+        let dense: Vec<(u32, u32)> = [5, 6, 8, 10, 11].iter().map(|&u| (u + 100, u)).collect();
+        assert_eq!(
+            got(&dense),
+            vec![(105, 5, 5), (106, 6, 6), (108, 8, 8), (111, 11, 11)]
+        );
+        // Sparse: point lookups.
+        let sparse = [(1, 1), (2, 50), (3, 99), (4, 100), (5, 150)];
+        assert_eq!(got(&sparse), vec![(1, 1, 1), (3, 99, 99)]);
+        assert!(got(&[]).is_empty());
+        drop((t, txn));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

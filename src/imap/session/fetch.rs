@@ -168,11 +168,8 @@ impl Session {
                 } else {
                     None
                 };
-                for &(seq, uid_) in batch {
-                    let Some(row) = messages.get((mailbox, uid_)).map_err(|e| db(e.into()))? else {
-                        continue;
-                    };
-                    let row = MessageRow::decode(row.value()).map_err(|e| db(e.into()))?;
+                let found = crate::store::message_rows(&messages, mailbox, batch).map_err(db)?;
+                for (seq, uid_, row) in found {
                     if changed_since.is_some_and(|c| row.modseq <= c) {
                         continue;
                     }

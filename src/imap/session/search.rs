@@ -25,30 +25,33 @@ impl Session {
         let max_uid = uids.last().unwrap_or(0);
         let mut hits: Vec<(u32, u32)> = Vec::new();
         let mut highest_modseq = 0u64;
-        for (i, u) in uids.iter().enumerate() {
-            if i % 128 == 127 {
-                future::yield_now().await;
+        // Rows in batches, one read transaction each (see FETCH).
+        let mut numbered = uids.iter().enumerate().map(|(i, u)| (i as u32 + 1, u));
+        loop {
+            let batch: Vec<(u32, u32)> = numbered.by_ref().take(256).collect();
+            if batch.is_empty() {
+                break;
             }
-            let row = {
+            future::yield_now().await;
+            let rows = {
                 let txn = self.store_read()?;
                 let messages = txn.open_table(MESSAGES).map_err(|e| db(e.into()))?;
-                match messages.get((id, u)).map_err(|e| db(e.into()))? {
-                    Some(r) => MessageRow::decode(r.value()).map_err(|e| db(e.into()))?,
-                    None => continue,
+                crate::store::message_rows(&messages, id, &batch).map_err(db)?
+            };
+            for (seq, u, row) in &rows {
+                let mut m = Candidate {
+                    seq: *seq,
+                    uid: *u,
+                    max_seq: uids.len() as u32,
+                    max_uid,
+                    row,
+                    blob: None,
+                    meta: None,
+                };
+                if self.matches(&key, &mut m)? {
+                    hits.push((m.seq, *u));
+                    highest_modseq = highest_modseq.max(row.modseq);
                 }
-            };
-            let mut m = Candidate {
-                seq: i as u32 + 1,
-                uid: u,
-                max_seq: uids.len() as u32,
-                max_uid,
-                row: &row,
-                blob: None,
-                meta: None,
-            };
-            if self.matches(&key, &mut m)? {
-                hits.push((m.seq, u));
-                highest_modseq = highest_modseq.max(row.modseq);
             }
         }
         let numbers: Vec<u32> = hits.iter().map(|&(s, u)| if uid { u } else { s }).collect();
