@@ -443,6 +443,46 @@ fn append_create_rename_and_literals() {
 }
 
 #[test]
+fn searchres_saves_a_result_for_dollar() {
+    let inst = instance("imap-searchres");
+    for (i, word) in ["odd", "even", "odd", "even"].iter().enumerate() {
+        deliver(
+            &inst,
+            format!("Subject: {word} {}\r\n\r\nx\r\n", i + 1).as_bytes(),
+        );
+    }
+    let mut c = Imap::connect(imap_addr(&inst));
+    c.login();
+    let (caps, _) = c.cmd("CAPABILITY");
+    assert!(caps[0].contains(" SEARCHRES"), "{caps:?}");
+    c.ok("SELECT INBOX");
+    // RFC 5182: SAVE alone answers with no ESEARCH.
+    let u = c.ok("UID SEARCH RETURN (SAVE) SUBJECT odd");
+    assert!(u.is_empty(), "{u:?}");
+    let u = c.ok("FETCH $ (UID)");
+    assert_eq!(u, vec!["* 1 FETCH (UID 1)", "* 3 FETCH (UID 3)"]);
+    // The saved messages, not numbers: after an expunge `$` still means
+    // the message with UID 3, now number 2.
+    c.ok("STORE 1 +FLAGS.SILENT (\\Deleted)");
+    assert_eq!(c.ok("EXPUNGE"), vec!["* 1 EXPUNGE"]);
+    assert_eq!(c.ok("FETCH $ (FLAGS)"), vec!["* 2 FETCH (FLAGS ())"]);
+    assert_eq!(c.ok("SEARCH $"), vec!["* SEARCH 2"]);
+    c.ok("STORE $ +FLAGS (\\Flagged)");
+    assert_eq!(c.ok("SEARCH FLAGGED"), vec!["* SEARCH 2"]);
+    // With MAX only, just the maximum is saved.
+    let u = c.ok("SEARCH RETURN (MAX SAVE) SUBJECT even");
+    assert_eq!(u, vec!["* ESEARCH (TAG \"t12\") MAX 3"]);
+    assert_eq!(c.ok("UID SEARCH UID $"), vec!["* SEARCH 4"]);
+    c.ok("COPY $ Archive");
+    let u = c.ok("STATUS Archive (MESSAGES)");
+    assert_eq!(u, vec!["* STATUS \"Archive\" (MESSAGES 1)"]);
+    // A new SELECT forgets the result.
+    c.ok("SELECT INBOX");
+    assert_eq!(c.ok("SEARCH $"), vec!["* SEARCH"]);
+    c.ok("LOGOUT");
+}
+
+#[test]
 fn two_sessions_see_each_other_and_idle_wakes() {
     let inst = instance("imap-idle");
     deliver(&inst, b"Subject: one\r\n\r\n1\r\n");

@@ -150,6 +150,8 @@ pub enum SearchReturn {
     Max,
     All,
     Count,
+    /// Keep the result for `$` (RFC 5182 SEARCHRES).
+    Save,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -413,6 +415,10 @@ impl<'a> Parser<'a> {
     }
 
     pub fn sequence_set(&mut self) -> R<SequenceSet> {
+        if self.peek() == Some(b'$') {
+            self.pos += 1;
+            return Ok(SequenceSet::parse(b"$").unwrap_or_else(|| SequenceSet::of([])));
+        }
         let s = self.take_while(|c| c.is_ascii_digit() || matches!(c, b':' | b',' | b'*'));
         SequenceSet::parse(s).ok_or_else(|| Bad("bad sequence set".into()))
     }
@@ -857,6 +863,7 @@ fn search(p: &mut Parser, uid: bool) -> R<Kind> {
                 "MAX" => SearchReturn::Max,
                 "ALL" => SearchReturn::All,
                 "COUNT" => SearchReturn::Count,
+                "SAVE" => SearchReturn::Save,
                 other => return bad(format!("unknown SEARCH return option {other}")),
             });
         }
@@ -894,7 +901,9 @@ fn search_key(p: &mut Parser, depth: usize) -> R<SearchKey> {
         p.expect(b')')?;
         return Ok(SearchKey::And(keys));
     }
-    if p.peek().is_some_and(|c| c.is_ascii_digit() || c == b'*') {
+    if p.peek()
+        .is_some_and(|c| c.is_ascii_digit() || c == b'*' || c == b'$')
+    {
         return Ok(SearchKey::Seq(p.sequence_set()?));
     }
     let name = p.atom()?.to_ascii_uppercase();

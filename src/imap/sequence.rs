@@ -8,12 +8,21 @@ const MAX_RANGES: usize = 10_000;
 pub struct SequenceSet {
     /// Inclusive ranges; 0 stands for `*`.
     ranges: Vec<(u32, u32)>,
+    /// `$`: the result saved by the last `SEARCH RETURN (SAVE)` (RFC 5182),
+    /// which the session replaces with its messages before use.
+    saved: bool,
 }
 
 impl SequenceSet {
     pub fn parse(s: &[u8]) -> Option<SequenceSet> {
         if s.is_empty() {
             return None;
+        }
+        if s == b"$" {
+            return Some(SequenceSet {
+                ranges: Vec::new(),
+                saved: true,
+            });
         }
         let mut ranges = Vec::new();
         for item in s.split(|&c| c == b',') {
@@ -28,7 +37,30 @@ impl SequenceSet {
             };
             ranges.push((a, b));
         }
-        Some(SequenceSet { ranges })
+        Some(SequenceSet {
+            ranges,
+            saved: false,
+        })
+    }
+
+    /// The set of the given ascending numbers (empty: matches nothing).
+    pub fn of(numbers: impl IntoIterator<Item = u32>) -> SequenceSet {
+        let mut ranges: Vec<(u32, u32)> = Vec::new();
+        for n in numbers {
+            match ranges.last_mut() {
+                Some(r) if r.1.checked_add(1) == Some(n) => r.1 = n,
+                _ => ranges.push((n, n)),
+            }
+        }
+        SequenceSet {
+            ranges,
+            saved: false,
+        }
+    }
+
+    /// Whether this is `$`, the saved search result.
+    pub fn is_saved(&self) -> bool {
+        self.saved
     }
 
     /// Whether `n` is in the set, `*` standing for `max`.

@@ -55,6 +55,8 @@ struct Selected {
     modseq: u64,
     /// Messages below this UID are in `uids` (or were expunged).
     uidnext: u32,
+    /// UIDs of the last `SEARCH RETURN (SAVE)`, what `$` stands for.
+    saved: UidList,
 }
 
 enum State {
@@ -593,6 +595,7 @@ impl Session {
                 }
             }
             Kind::UidExpunge(set) => {
+                let set = self.concrete(true, set);
                 if self.read_only() {
                     self.tagged(tag, "NO", "[READ-ONLY] Mailbox is read-only");
                 } else {
@@ -600,7 +603,10 @@ impl Session {
                     self.done(tag, "UID EXPUNGE completed", true).await?;
                 }
             }
-            Kind::Search { uid, ret, criteria } => self.search(tag, uid, ret, criteria).await?,
+            Kind::Search { uid, ret, criteria } => {
+                let criteria = criteria.into_iter().map(|k| self.concrete_key(k)).collect();
+                self.search(tag, uid, ret, criteria).await?
+            }
             Kind::Fetch {
                 uid,
                 set,
@@ -608,6 +614,7 @@ impl Session {
                 changed_since,
                 vanished,
             } => {
+                let set = self.concrete(uid, set);
                 // Pending changes go first, so FETCH output is not repeated.
                 self.sync(uid).await?;
                 self.fetch(uid, &set, items, changed_since, vanished)
@@ -622,6 +629,7 @@ impl Session {
                 silent,
                 flags,
             } => {
+                let set = self.concrete(uid, set);
                 self.store(tag, uid, &set, unchanged_since, mode, silent, &flags)
                     .await?
             }
@@ -630,7 +638,10 @@ impl Session {
                 set,
                 mailbox,
                 move_,
-            } => self.copy(tag, uid, &set, &mailbox, move_).await?,
+            } => {
+                let set = self.concrete(uid, set);
+                self.copy(tag, uid, &set, &mailbox, move_).await?
+            }
             Kind::GetQuota(root) => {
                 if !root.is_empty() {
                     self.tagged(tag, "NO", "[NONEXISTENT] No such quota root");
@@ -664,6 +675,42 @@ impl Session {
             }
         }
         Ok(Next::Continue)
+    }
+
+    /// `$` replaced by the saved result's messages that still exist, as
+    /// UIDs or as sequence numbers (RFC 5182 2.1); other sets unchanged.
+    fn concrete(&mut self, uid: bool, set: SequenceSet) -> SequenceSet {
+        if !set.is_saved() {
+            return set;
+        }
+        let Some(sel) = self.selected() else {
+            return SequenceSet::of([]);
+        };
+        let present = sel
+            .saved
+            .iter()
+            .filter_map(|u| sel.uids.binary_search(&u).ok().map(|i| (i as u32 + 1, u)));
+        if uid {
+            SequenceSet::of(present.map(|(_, u)| u))
+        } else {
+            SequenceSet::of(present.map(|(seq, _)| seq))
+        }
+    }
+
+    fn concrete_key(&mut self, key: SearchKey) -> SearchKey {
+        match key {
+            SearchKey::Seq(s) => SearchKey::Seq(self.concrete(false, s)),
+            SearchKey::Uid(s) => SearchKey::Uid(self.concrete(true, s)),
+            SearchKey::Not(k) => SearchKey::Not(Box::new(self.concrete_key(*k))),
+            SearchKey::Or(a, b) => SearchKey::Or(
+                Box::new(self.concrete_key(*a)),
+                Box::new(self.concrete_key(*b)),
+            ),
+            SearchKey::And(v) => {
+                SearchKey::And(v.into_iter().map(|k| self.concrete_key(k)).collect())
+            }
+            other => other,
+        }
     }
 
     fn read_only(&self) -> bool {

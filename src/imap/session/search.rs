@@ -55,12 +55,22 @@ impl Session {
             }
         }
         let numbers: Vec<u32> = hits.iter().map(|&(s, u)| if uid { u } else { s }).collect();
-        let ret = match ret {
+        let mut ret = match ret {
             Some(r) if r.is_empty() => Some(vec![SearchReturn::All]),
             Some(r) => Some(r),
             None if self.rev2 => Some(vec![SearchReturn::All]),
             None => None,
         };
+        if let Some(r) = &mut ret
+            && r.contains(&SearchReturn::Save)
+        {
+            self.save_result(r, &hits);
+            r.retain(|x| *x != SearchReturn::Save);
+            if r.is_empty() {
+                // RFC 5182 2.1: SAVE alone returns no ESEARCH response.
+                return self.done(tag, "SEARCH completed, result saved", uid).await;
+            }
+        }
         match ret {
             None => {
                 let mut l = String::from("* SEARCH");
@@ -103,6 +113,30 @@ impl Session {
             }
         }
         self.done(tag, "SEARCH completed", uid).await
+    }
+
+    /// Keeps a SEARCH result for `$`: the messages found, or with MIN
+    /// and/or MAX but neither ALL nor COUNT, just those (RFC 5182 2.4).
+    fn save_result(&mut self, ret: &[SearchReturn], hits: &[(u32, u32)]) {
+        use SearchReturn::*;
+        let only_min_max = !ret.iter().any(|x| matches!(x, All | Count))
+            && ret.iter().any(|x| matches!(x, Min | Max));
+        let mut saved = UidList::new();
+        let mut uids: Vec<u32> = hits.iter().map(|&(_, u)| u).collect();
+        if only_min_max {
+            let (first, last) = (uids.first().copied(), uids.last().copied());
+            uids.clear();
+            uids.extend(first.filter(|_| ret.contains(&Min)));
+            uids.extend(last.filter(|_| ret.contains(&Max)));
+        }
+        uids.sort_unstable();
+        uids.dedup();
+        for u in uids {
+            saved.push(u);
+        }
+        if let Some(sel) = self.selected() {
+            sel.saved = saved;
+        }
     }
 
     fn load_meta(&self, m: &mut Candidate) -> io::Result<()> {

@@ -84,6 +84,7 @@ impl Session {
             uids,
             modseq: mb.highest_modseq,
             uidnext: mb.uidnext,
+            saved: UidList::new(),
         };
         self.state = State::Selected {
             user: self.user().to_string(),
