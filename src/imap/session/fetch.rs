@@ -157,9 +157,12 @@ impl Session {
         // and one for the whole range would pin old pages while a slow
         // client reads.
         const BATCH: usize = 256;
+        // Items rendered from the row and meta alone are written while the
+        // batch's transaction is open; sections are streamed afterwards.
+        let inline = items.iter().all(is_inline);
         for batch in targets.chunks(BATCH) {
             future::yield_now().await;
-            let mut rows = Vec::with_capacity(batch.len());
+            let mut rows = Vec::new();
             {
                 let txn = self.store_read()?;
                 let messages = txn.open_table(MESSAGES).map_err(|e| db(e.into()))?;
@@ -186,15 +189,35 @@ impl Session {
                                 .flatten();
                         }
                     }
-                    rows.push((seq, uid_, row, blob, envelope));
+                    if !inline {
+                        rows.push((seq, uid_, row, blob.map(Box::new), envelope.map(Box::new)));
+                        continue;
+                    }
+                    let meta = blob.as_ref().map(decode_meta);
+                    let parts = Fetched {
+                        uid: uid_,
+                        row: &row,
+                        blob: blob.as_ref(),
+                        meta: meta.as_ref(),
+                        envelope: envelope
+                            .as_ref()
+                            .or_else(|| meta.as_ref().and_then(|m| m.root.envelope.as_ref())),
+                    };
+                    write!(self.out, "* {seq} FETCH (")?;
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            self.out.push(b' ');
+                        }
+                        render_inline(&mut self.out, item, parts)?;
+                    }
+                    self.out.extend_from_slice(b")\r\n");
                 }
             }
+            self.maybe_flush().await?;
             for (seq, uid_, row, blob, envelope) in rows {
-                let meta = blob
-                    .as_ref()
-                    .map(|b| MessageMeta::decode(&b.meta).unwrap_or_else(|| fallback_meta(b.size)));
+                let meta = blob.as_deref().map(decode_meta);
                 let envelope = envelope
-                    .as_ref()
+                    .as_deref()
                     .or_else(|| meta.as_ref().and_then(|m| m.root.envelope.as_ref()));
                 write!(self.out, "* {seq} FETCH (")?;
                 for (i, item) in items.iter().enumerate() {
@@ -204,7 +227,7 @@ impl Session {
                     let parts = Fetched {
                         uid: uid_,
                         row: &row,
-                        blob: blob.as_ref(),
+                        blob: blob.as_deref(),
                         meta: meta.as_ref(),
                         envelope,
                     };
@@ -219,40 +242,13 @@ impl Session {
 
     async fn fetch_item(&mut self, item: &FetchItem, parts: Fetched<'_>) -> io::Result<()> {
         let Fetched {
-            uid,
-            row,
-            blob,
-            meta,
-            envelope,
+            row, blob, meta, ..
         } = parts;
+        if render_inline(&mut self.out, item, parts)? {
+            return Ok(());
+        }
         let out = &mut self.out;
         match item {
-            FetchItem::Uid => write!(out, "UID {uid}")?,
-            FetchItem::Flags => {
-                out.extend_from_slice(b"FLAGS ");
-                crate::imap::render_flags(row.flags, &row.keywords, out);
-            }
-            FetchItem::InternalDate => {
-                out.extend_from_slice(b"INTERNALDATE \"");
-                crate::imap::write_date_time(row.internal_date, out);
-                out.push(b'"');
-            }
-            FetchItem::Rfc822Size => write!(out, "RFC822.SIZE {}", row.size)?,
-            FetchItem::ModSeq => write!(out, "MODSEQ ({})", row.modseq)?,
-            FetchItem::Envelope => {
-                out.extend_from_slice(b"ENVELOPE ");
-                match envelope {
-                    Some(env) => crate::message::render_envelope(env, out),
-                    None => crate::message::render_envelope(&Default::default(), out),
-                }
-            }
-            FetchItem::Body | FetchItem::BodyStructure => {
-                let ext = matches!(item, FetchItem::BodyStructure);
-                out.extend_from_slice(if ext { b"BODYSTRUCTURE " } else { b"BODY " });
-                let fallback = fallback_meta(row.size);
-                let m = meta.unwrap_or(&fallback);
-                crate::message::render_bodystructure(&m.root, ext, out);
-            }
             FetchItem::Rfc822 | FetchItem::Rfc822Header | FetchItem::Rfc822Text => {
                 let (label, section) = match item {
                     FetchItem::Rfc822 => ("RFC822", parse::Section::default()),
@@ -309,6 +305,8 @@ impl Session {
                 out.extend_from_slice(format!("BINARY.SIZE[{name}] ").as_bytes());
                 self.emit_binary(row, blob, meta, part, None, true).await?;
             }
+            // Rendered by render_inline above.
+            _ => {}
         }
         Ok(())
     }
@@ -592,6 +590,66 @@ impl Session {
         decoder.feed(&c[off..off + take], buf);
         Ok(pos + take as u64)
     }
+}
+
+/// Items rendered from the message row and delivery-time meta alone.
+fn is_inline(item: &FetchItem) -> bool {
+    matches!(
+        item,
+        FetchItem::Uid
+            | FetchItem::Flags
+            | FetchItem::InternalDate
+            | FetchItem::Rfc822Size
+            | FetchItem::ModSeq
+            | FetchItem::Envelope
+            | FetchItem::Body
+            | FetchItem::BodyStructure
+    )
+}
+
+/// Renders an [`is_inline`] item; false for the others (sections).
+fn render_inline(out: &mut Vec<u8>, item: &FetchItem, parts: Fetched<'_>) -> io::Result<bool> {
+    let Fetched {
+        uid,
+        row,
+        meta,
+        envelope,
+        ..
+    } = parts;
+    match item {
+        FetchItem::Uid => write!(out, "UID {uid}")?,
+        FetchItem::Flags => {
+            out.extend_from_slice(b"FLAGS ");
+            crate::imap::render_flags(row.flags, &row.keywords, out);
+        }
+        FetchItem::InternalDate => {
+            out.extend_from_slice(b"INTERNALDATE \"");
+            crate::imap::write_date_time(row.internal_date, out);
+            out.push(b'"');
+        }
+        FetchItem::Rfc822Size => write!(out, "RFC822.SIZE {}", row.size)?,
+        FetchItem::ModSeq => write!(out, "MODSEQ ({})", row.modseq)?,
+        FetchItem::Envelope => {
+            out.extend_from_slice(b"ENVELOPE ");
+            match envelope {
+                Some(env) => crate::message::render_envelope(env, out),
+                None => crate::message::render_envelope(&Default::default(), out),
+            }
+        }
+        FetchItem::Body | FetchItem::BodyStructure => {
+            let ext = matches!(item, FetchItem::BodyStructure);
+            out.extend_from_slice(if ext { b"BODYSTRUCTURE " } else { b"BODY " });
+            let fallback = fallback_meta(row.size);
+            let m = meta.unwrap_or(&fallback);
+            crate::message::render_bodystructure(&m.root, ext, out);
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn decode_meta(blob: &BlobRow) -> MessageMeta {
+    MessageMeta::decode(&blob.meta).unwrap_or_else(|| fallback_meta(blob.size))
 }
 
 /// What one FETCH response is rendered from.
