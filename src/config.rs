@@ -88,8 +88,6 @@ pub struct Imap {
     pub idle_timeout: Duration,
     /// Seconds an authenticated session may stay silent outside IDLE.
     pub autologout: Duration,
-    /// Delay before answering a failed login, to slow password guessing.
-    pub login_failure_delay: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -325,8 +323,6 @@ max_commands = 1000000
 # stay silent otherwise (RFC 9051 5.4: at least 30 minutes).
 idle_timeout = 1800
 autologout = 1800
-# Milliseconds before a failed login is answered, to slow password guessing.
-login_failure_delay_ms = 2000
 
 [store]
 path = "pimail.redb"
@@ -970,9 +966,15 @@ impl Config {
                 "max_commands",
                 "idle_timeout",
                 "autologout",
+                // Before 0.2: now auth.failure_delay_ms for every protocol.
                 "login_failure_delay_ms",
             ],
         )?;
+        if t.is_some_and(|t| t.contains_key("login_failure_delay_ms")) {
+            log::warn!(
+                "imap.login_failure_delay_ms is no longer used: auth.failure_delay_ms applies to IMAP too"
+            );
+        }
         let imap = Imap {
             max_line_length: r.int(
                 t,
@@ -1013,14 +1015,6 @@ impl Config {
                 1800,
                 1,
                 86400,
-            )?),
-            login_failure_delay: Duration::from_millis(r.int(
-                t,
-                "login_failure_delay_ms",
-                "imap.login_failure_delay_ms",
-                2000,
-                0,
-                60_000,
             )?),
         };
 

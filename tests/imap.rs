@@ -103,10 +103,7 @@ impl<S: Read + Write> Imap<S> {
 
 fn instance(name: &str) -> Instance {
     let mut inst = Instance::new(name, |c| {
-        c.replace(
-            "login_failure_delay_ms = 2000",
-            "login_failure_delay_ms = 50",
-        )
+        c.replace("failure_delay_ms = 2000", "failure_delay_ms = 50")
     });
     inst.start();
     inst

@@ -798,7 +798,7 @@ impl Session {
             None => {
                 log::info!("imap {}: failed login for {user:?}", self.peer);
                 self.server.auth.note_failure(self.peer.ip());
-                Timer::after(self.config.imap.login_failure_delay).await;
+                Timer::after(self.config.auth.failure_delay).await;
                 self.errors += 1;
                 self.tagged(tag, "NO", "[AUTHENTICATIONFAILED] Authentication failed");
             }
