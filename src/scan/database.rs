@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::hashes::{HashIndex, HashIndexBuilder};
 use super::matcher::BodyMatcher;
@@ -16,6 +16,8 @@ pub struct Database {
     pub(crate) body: BodyMatcher,
     pub(crate) hashes: HashIndex,
     pub(crate) ignored: HashSet<String>,
+    /// Where archives too large for memory are copied while scanned.
+    pub(crate) work_dir: PathBuf,
     pub report: LoadReport,
 }
 
@@ -176,6 +178,7 @@ impl Database {
             body: BodyMatcher::new(vec![signature::eicar()])?,
             hashes: HashIndex::empty(),
             ignored: HashSet::new(),
+            work_dir: std::env::temp_dir(),
             report: LoadReport {
                 body_signatures: 1,
                 ..LoadReport::default()
@@ -245,6 +248,7 @@ impl Database {
             body,
             hashes,
             ignored: l.ignored,
+            work_dir: work_dir.to_path_buf(),
             report,
         })
     }

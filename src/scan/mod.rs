@@ -29,6 +29,7 @@ mod decode;
 pub mod delivery;
 mod hashes;
 mod matcher;
+mod object;
 pub mod signature;
 mod walk;
 
