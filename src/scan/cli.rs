@@ -119,21 +119,6 @@ fn walk(db: &Database, limits: Limits, path: &Path, out: &mut dyn Write, summary
     }
 }
 
-/// Header names a raw message may start with.
-const MAIL_STARTS: &[&[u8]] = &[
-    b"from ",
-    b"received:",
-    b"return-path:",
-    b"delivered-to:",
-    b"from:",
-    b"to:",
-    b"subject:",
-    b"date:",
-    b"message-id:",
-    b"mime-version:",
-    b"content-type:",
-];
-
 /// A raw message: named *.eml, or starting like one.
 fn is_message(path: &Path, head: &[u8]) -> bool {
     let ext = path
@@ -142,9 +127,7 @@ fn is_message(path: &Path, head: &[u8]) -> bool {
     if matches!(ext.as_deref(), Some("eml")) {
         return true;
     }
-    MAIL_STARTS
-        .iter()
-        .any(|s| head.len() >= s.len() && head[..s.len()].eq_ignore_ascii_case(s))
+    super::unpack::looks_like_message(head)
 }
 
 /// Scans one file: as a message, whole, or streamed when it is larger than

@@ -31,6 +31,7 @@ mod hashes;
 mod matcher;
 mod object;
 pub mod signature;
+mod unpack;
 mod walk;
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use super::decode::{self, Decoder};
 use super::hashes::HashMatch;
 use super::matcher::ObjectKind;
 use super::object::{HEAD, Hashers, Spool, TextStream, WindowStream};
+use super::unpack::{self, Container};
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
 use crate::store::content::Content;
@@ -25,14 +26,14 @@ pub struct Limits {
     pub max_object_size: u64,
     /// Decoded and decompressed bytes per message, all objects together.
     pub max_total_size: u64,
-    /// Entries per zip archive.
+    /// Entries per archive (zip, tar).
     pub max_zip_entries: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_depth: 8,
+            max_depth: 17,
             max_object_size: 32 << 20,
             max_total_size: 64 << 20,
             max_zip_entries: 1000,
@@ -107,6 +108,22 @@ impl MessageSource {
         })
     }
 
+    /// A message copied from inside another object.
+    pub fn spool(spool: Spool) -> std::io::Result<MessageSource> {
+        match spool {
+            Spool::File(f) => MessageSource::file(f),
+            Spool::Memory(c) => {
+                let data = c.into_inner();
+                let size = data.len() as u64;
+                let chunks = data.chunks(CHUNK_SIZE).map(<[u8]>::to_vec).collect();
+                Ok(MessageSource {
+                    content: Content::from_chunks(chunks),
+                    size,
+                })
+            }
+        }
+    }
+
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -151,6 +168,9 @@ pub struct Walker<'a> {
     db: &'a Database,
     limits: Limits,
     total: u64,
+    /// A bzip2 stream is being decoded: its block buffer can take a few
+    /// MiB, so one inside another is a limit verdict, not a second buffer.
+    in_bzip2: bool,
 }
 
 /// One object being scanned as its bytes arrive (see `object.rs`), with
@@ -170,7 +190,8 @@ struct Object<'a> {
     /// The first bytes, until they say what the object is.
     head: Vec<u8>,
     decided: bool,
-    spool: Option<Spool>,
+    /// A copy of a container, to unpack once complete.
+    spool: Option<(Container, Spool)>,
     uu: Option<UuFiles<'a>>,
     /// What a uuencoded file inside found.
     inner: Option<Finding>,
@@ -231,8 +252,8 @@ impl<'a> Object<'a> {
     fn decide(&mut self, w: &mut Walker) -> Result<(), String> {
         self.decided = true;
         let head = std::mem::take(&mut self.head);
-        if is_archive(&head) {
-            self.spool = Some(Spool::new());
+        if let Some(c) = unpack::container(&head) {
+            self.spool = Some((c, Spool::new()));
         }
         if self.text || looks_like_text(&head) {
             self.uu = Some(UuFiles::new());
@@ -246,7 +267,7 @@ impl<'a> Object<'a> {
             self.uu = None;
             return Ok(());
         }
-        if let Some(s) = &mut self.spool {
+        if let Some((_, s)) = &mut self.spool {
             s.write(self.db, bytes)
                 .map_err(|e| format!("scan spool in {}: {e}", self.db.work_dir.display()))?;
         }
@@ -284,18 +305,13 @@ impl<'a> Object<'a> {
             return Ok(f);
         }
         match self.spool {
-            Some(spool) => {
+            Some((container, spool)) => {
                 let spool = spool.rewind().map_err(|e| format!("scan spool: {e}"))?;
-                w.unpack(spool, self.depth + 1)
+                w.unpack(container, spool, self.depth + 1)
             }
             None => Ok(Finding::Clean),
         }
     }
-}
-
-/// Starts that say an object is an archive pimail unpacks.
-fn is_archive(head: &[u8]) -> bool {
-    head.starts_with(b"PK\x03\x04")
 }
 
 /// No NUL in the first KiB: worth looking for uuencoded files in.
@@ -415,6 +431,7 @@ impl<'a> Walker<'a> {
             db,
             limits,
             total: 0,
+            in_bzip2: false,
         }
     }
 
@@ -555,12 +572,62 @@ impl<'a> Walker<'a> {
         obj.finish(self)
     }
 
-    /// A complete archive at `depth` (below the object that holds it).
-    fn unpack(&mut self, spool: Spool, depth: usize) -> Scan {
+    /// A complete container at `depth` (below the object that holds it).
+    fn unpack(&mut self, container: Container, spool: Spool, depth: usize) -> Scan {
         if depth > self.limits.max_depth {
             return Ok(Finding::Limit(LIMIT_DEPTH.into()));
         }
-        self.zip(spool, depth)
+        let spool_error = |e: std::io::Error| format!("scan spool: {e}");
+        match container {
+            Container::Zip => self.zip(spool, depth),
+            Container::Gzip => self.entry(flate2::read::MultiGzDecoder::new(spool), depth),
+            Container::Bzip2 if self.in_bzip2 => Ok(Finding::Limit(LIMIT_DEPTH.into())),
+            Container::Bzip2 => {
+                self.in_bzip2 = true;
+                let r = self.entry(bzip2::read::MultiBzDecoder::new(spool), depth);
+                self.in_bzip2 = false;
+                r
+            }
+            Container::Szdd => self.entry(unpack::Szdd::new(spool).map_err(spool_error)?, depth),
+            Container::Rtf => self.entry(unpack::RtfObjects::new(spool), depth),
+            Container::BinHex => {
+                let mut r = unpack::BinHex::new(spool);
+                match unpack::binhex_data_fork(&mut r).map_err(spool_error)? {
+                    Some(len) => self.entry(r.take(len), depth),
+                    None => Ok(Finding::Clean),
+                }
+            }
+            Container::Tar => self.tar(spool, depth),
+            Container::Message => {
+                let src = MessageSource::spool(spool).map_err(spool_error)?;
+                let meta = super::structure(&src).map_err(spool_error)?;
+                let r = self.raw(&src, 0, src.size())?;
+                if r != Finding::Clean {
+                    return Ok(r);
+                }
+                self.part(&src, &meta.root, depth)
+            }
+        }
+    }
+
+    fn tar(&mut self, mut spool: Spool, depth: usize) -> Scan {
+        let mut entries = 0;
+        let mut verdict = Ok(Finding::Clean);
+        // A damaged header ends the archive: what came before was scanned.
+        let _ = unpack::tar(&mut spool, |m| {
+            if !m.regular {
+                return Ok(true);
+            }
+            entries += 1;
+            verdict = if entries > self.limits.max_zip_entries {
+                Ok(Finding::Limit(LIMIT_ENTRIES.into()))
+            } else {
+                self.entry(m.data, depth)
+            };
+            Ok(matches!(verdict, Ok(Finding::Clean)))
+        })
+        .map_err(|e| format!("scan spool: {e}"))?;
+        verdict
     }
 
     fn zip(&mut self, spool: Spool, depth: usize) -> Scan {
