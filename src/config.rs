@@ -349,13 +349,14 @@ action = "reject"
 # Mail that could not be scanned whole (a limit below, e.g. a zip bomb):
 # "reject", "quarantine" or "accept".
 limit_action = "reject"
-# Nesting of embedded messages and archives.
-max_depth = 8
-# Largest decoded attachment or archive entry, in bytes (held in memory).
+# Nesting of embedded messages and archives (a .tar.gz is two levels);
+# 17 is ClamAV's MaxRecursion.
+max_depth = 17
+# Largest decoded attachment or archive entry, in bytes (streamed, not held).
 max_object_size = 33554432
 # Decoded and decompressed bytes per message, all parts together.
 max_total_size = 67108864
-# Entries in one zip archive.
+# Entries in one archive (zip, tar).
 max_zip_entries = 1000
 # Messages scanned at once, each on a thread of its own.
 concurrency = 1
@@ -1087,7 +1088,7 @@ impl Config {
             signatures: resolve(r.string(t, "signatures", "scan.signatures", "signatures")?),
             action: action("action", &["reject", "quarantine"])?,
             limit_action: action("limit_action", &["reject", "quarantine", "accept"])?,
-            max_depth: r.int(t, "max_depth", "scan.max_depth", 8, 1, 64)? as usize,
+            max_depth: r.int(t, "max_depth", "scan.max_depth", 17, 1, 64)? as usize,
             max_object_size: r.int(
                 t,
                 "max_object_size",

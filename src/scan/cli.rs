@@ -2,7 +2,7 @@
 //! `<path>: OK` or `<path>: <Signature> FOUND` on standard output, and
 //! clamscan's exit codes (0 clean, 1 found, 2 errors).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -119,21 +119,6 @@ fn walk(db: &Database, limits: Limits, path: &Path, out: &mut dyn Write, summary
     }
 }
 
-/// Header names a raw message may start with.
-const MAIL_STARTS: &[&[u8]] = &[
-    b"from ",
-    b"received:",
-    b"return-path:",
-    b"delivered-to:",
-    b"from:",
-    b"to:",
-    b"subject:",
-    b"date:",
-    b"message-id:",
-    b"mime-version:",
-    b"content-type:",
-];
-
 /// A raw message: named *.eml, or starting like one.
 fn is_message(path: &Path, head: &[u8]) -> bool {
     let ext = path
@@ -142,15 +127,13 @@ fn is_message(path: &Path, head: &[u8]) -> bool {
     if matches!(ext.as_deref(), Some("eml")) {
         return true;
     }
-    MAIL_STARTS
-        .iter()
-        .any(|s| head.len() >= s.len() && head[..s.len()].eq_ignore_ascii_case(s))
+    super::unpack::looks_like_message(head)
 }
 
 /// Scans one file: as a message, whole, or streamed when it is larger than
 /// `limits.max_object_size`.
 pub fn scan_file(db: &Database, limits: Limits, path: &Path) -> Result<Finding, String> {
-    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let size = file.metadata().map_err(|e| e.to_string())?.len();
     let mut head = [0u8; 64];
     let n = std::os::unix::fs::FileExt::read_at(&file, &mut head, 0).map_err(|e| e.to_string())?;
@@ -163,7 +146,5 @@ pub fn scan_file(db: &Database, limits: Limits, path: &Path) -> Result<Finding, 
     if size > limits.max_object_size {
         return walker.stream(file, size);
     }
-    let mut data = Vec::with_capacity(size as usize);
-    file.read_to_end(&mut data).map_err(|e| e.to_string())?;
-    walker.object(&data, false, 0)
+    walker.file(file)
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::hashes::{HashIndex, HashIndexBuilder};
 use super::matcher::BodyMatcher;
@@ -16,6 +16,8 @@ pub struct Database {
     pub(crate) body: BodyMatcher,
     pub(crate) hashes: HashIndex,
     pub(crate) ignored: HashSet<String>,
+    /// Where archives too large for memory are copied while scanned.
+    pub(crate) work_dir: PathBuf,
     pub report: LoadReport,
 }
 
@@ -131,42 +133,17 @@ impl Loader {
     }
 
     fn tar(&mut self, file: &str, mut r: impl Read) -> std::io::Result<()> {
-        loop {
-            let mut h = [0u8; 512];
-            if read_full(&mut r, &mut h)? < 512 || h.iter().all(|&b| b == 0) {
-                return Ok(());
+        let damaged = super::unpack::tar(&mut r, |m| {
+            if let Some(kind) = kind_of(&m.name).filter(|_| m.regular) {
+                self.lines(&format!("{file}/{}", m.name), kind, m.data)?;
             }
-            let name_end = h[..100].iter().position(|&b| b == 0).unwrap_or(100);
-            let name = String::from_utf8_lossy(&h[..name_end]).into_owned();
-            let size_field = String::from_utf8_lossy(&h[124..136]);
-            let Ok(size) = u64::from_str_radix(size_field.trim_matches(['\0', ' ']), 8) else {
-                self.error(format!("{file}: damaged tar header for {name:?}"));
-                return Ok(());
-            };
-            let padded = size.div_ceil(512) * 512;
-            let mut entry = (&mut r).take(size);
-            let inner = format!("{file}/{name}");
-            match kind_of(&name).filter(|_| h[156] == b'0' || h[156] == 0) {
-                Some(kind) => self.lines(&inner, kind, &mut entry)?,
-                None => {
-                    std::io::copy(&mut entry, &mut std::io::sink())?;
-                }
-            }
-            std::io::copy(&mut entry, &mut std::io::sink())?;
-            std::io::copy(&mut (&mut r).take(padded - size), &mut std::io::sink())?;
+            Ok(true)
+        })?;
+        if let Err(e) = damaged {
+            self.error(format!("{file}: {e}"));
         }
+        Ok(())
     }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 impl Database {
@@ -176,6 +153,7 @@ impl Database {
             body: BodyMatcher::new(vec![signature::eicar()])?,
             hashes: HashIndex::empty(),
             ignored: HashSet::new(),
+            work_dir: std::env::temp_dir(),
             report: LoadReport {
                 body_signatures: 1,
                 ..LoadReport::default()
@@ -245,6 +223,7 @@ impl Database {
             body,
             hashes,
             ignored: l.ignored,
+            work_dir: work_dir.to_path_buf(),
             report,
         })
     }

@@ -135,6 +135,17 @@ impl Decoder {
         }
     }
 
+    /// Whether a uuencoded file's "end" line has gone by.
+    pub fn uu_done(&self) -> bool {
+        matches!(
+            self,
+            Decoder::Uuencode {
+                state: UuState::Done,
+                ..
+            }
+        )
+    }
+
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         match self {
             Decoder::Base64 { quad, n, done } if !*done => match *n {
@@ -196,7 +207,7 @@ fn uu_line(line: &[u8], state: &mut UuState, out: &mut Vec<u8>) {
 }
 
 /// "begin 644 name": the start of a uuencoded file.
-fn is_uu_begin(line: &[u8]) -> bool {
+pub fn is_uu_begin(line: &[u8]) -> bool {
     let Some(rest) = line.strip_prefix(b"begin ") else {
         return false;
     };
@@ -205,40 +216,6 @@ fn is_uu_begin(line: &[u8]) -> bool {
         .take_while(|c| (b'0'..=b'7').contains(c))
         .count();
     (3..=4).contains(&digits) && rest.get(digits) == Some(&b' ')
-}
-
-/// Every uuencoded file inside a text.
-pub fn uu_files(text: &[u8]) -> Vec<Vec<u8>> {
-    let mut files = Vec::new();
-    let mut pos = 0;
-    while let Some(k) = find(&text[pos..], b"begin ") {
-        let start = pos + k;
-        pos = start + 6;
-        if start > 0 && text[start - 1] != b'\n' {
-            continue;
-        }
-        let line_end = text[start..]
-            .iter()
-            .position(|&c| c == b'\n')
-            .map_or(text.len(), |e| start + e);
-        if !is_uu_begin(
-            text[start..line_end]
-                .strip_suffix(b"\r")
-                .unwrap_or(&text[start..line_end]),
-        ) {
-            continue;
-        }
-        let mut d = Decoder::for_encoding("X-UUENCODE");
-        let mut out = Vec::new();
-        d.push(&text[start..], &mut out);
-        d.finish(&mut out);
-        files.push(out);
-    }
-    files
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -277,13 +254,13 @@ mod tests {
 
     #[test]
     fn uuencode() {
-        let text = b"hello\r\nbegin 644 x.txt\r\n#0V%T\r\n`\r\nend\r\n";
-        assert_eq!(uu_files(text), vec![b"Cat".to_vec()]);
+        assert!(is_uu_begin(b"begin 644 x.txt"));
+        assert!(!is_uu_begin(b"begin 64 x.txt"));
+        assert!(!is_uu_begin(b"not begin 644 x"));
         assert_eq!(
             decode("X-UUENCODE", &[b"begin 600 a\n#0V", b"%T\nend\n"]),
             b"Cat"
         );
-        assert!(uu_files(b"not begin 644 x\n#0V%T\n").is_empty());
     }
 
     proptest! {
@@ -300,7 +277,7 @@ mod tests {
             for enc in ["BASE64", "QUOTED-PRINTABLE", "X-UUENCODE", "7BIT"] {
                 decode(enc, &[&data]);
             }
-            uu_files(&data);
+            is_uu_begin(&data);
         }
     }
 }

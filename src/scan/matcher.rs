@@ -5,7 +5,9 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
-use super::signature::{BodySignature, Offset, Target, Token};
+use super::signature::{
+    BodySignature, MAX_EOF_OFFSET, MAX_PART_SPAN, Offset, Target, Token, part_spans,
+};
 
 /// Verification steps allowed per anchor hit, and per window over all hits:
 /// bound the backtracking of signatures with gaps on adversarial input
@@ -32,6 +34,32 @@ pub struct BodyMatcher {
     /// Anchor number -> signatures sharing that anchor.
     by_anchor: Vec<Vec<u32>>,
     search: Option<AhoCorasick>,
+    /// How far stream windows must overlap: the longest part span.
+    overlap: usize,
+    /// How many bytes before the end `EOF-n` signatures need.
+    tail: usize,
+}
+
+/// Signatures with unbounded gaps (`*`, `{n-}`) are matched a part at a
+/// time across the windows of a stream: for each, the next part to find
+/// and where it may start at the earliest. Chaining the earliest ends is
+/// exact: any match of the whole signature has each part ending no earlier.
+#[derive(Default)]
+pub struct Chains {
+    next: std::collections::HashMap<u32, (u16, u64)>,
+}
+
+/// One window of a stream: `data` holds the object's bytes from `base` on.
+pub struct Window<'d> {
+    pub data: &'d [u8],
+    pub base: u64,
+    /// The object's length once known (the last window): `EOF-n`
+    /// signatures are matched then.
+    pub total: Option<u64>,
+    /// Bytes at the end of `data` that the next window holds again (0 in
+    /// the last): parts starting there are left to it.
+    pub carried: usize,
+    pub kind: ObjectKind,
 }
 
 impl BodyMatcher {
@@ -39,6 +67,7 @@ impl BodyMatcher {
         let mut anchors: Vec<Vec<u8>> = Vec::new();
         let mut index: std::collections::HashMap<Vec<u8>, usize> = Default::default();
         let mut by_anchor: Vec<Vec<u32>> = Vec::new();
+        let (mut overlap, mut tail) = (1usize, 0usize);
         for (i, s) in signatures.iter().enumerate() {
             let n = *index.entry(s.anchor.clone()).or_insert_with(|| {
                 anchors.push(s.anchor.clone());
@@ -46,7 +75,13 @@ impl BodyMatcher {
                 anchors.len() - 1
             });
             by_anchor[n].push(i as u32);
+            let span = part_spans(&s.tokens).max().unwrap_or(0);
+            overlap = overlap.max(span.min(MAX_PART_SPAN) as usize);
+            if let Offset::End(n, _) = s.offset {
+                tail = tail.max(n.min(MAX_EOF_OFFSET) as usize);
+            }
         }
+        drop(index);
         let search = if anchors.is_empty() {
             None
         } else {
@@ -65,59 +100,213 @@ impl BodyMatcher {
             signatures,
             by_anchor,
             search,
+            overlap,
+            tail,
         })
     }
 
-    /// Looks for signatures in `window`, which holds the object's bytes from
-    /// `base` on; the object is `total` bytes long. Signatures must lie
-    /// wholly inside the window. `skip` says whether a signature name is
-    /// allow-listed. Returns the first signature found.
+    /// Bytes a stream must keep from one window to the next: enough for
+    /// the longest signature part and for the farthest `EOF-n`.
+    pub fn keep(&self) -> usize {
+        self.overlap.max(self.tail)
+    }
+
+    /// The overlap of windows alone (parts, not `EOF-n`).
+    pub fn overlap(&self) -> usize {
+        self.overlap
+    }
+
+    /// Looks for signatures in a whole object, or in its tail from `base`
+    /// on. Returns the first signature found.
+    #[cfg(test)]
     pub fn find(
         &self,
-        window: &[u8],
+        data: &[u8],
         base: u64,
         total: u64,
         kind: ObjectKind,
         skip: &dyn Fn(&str) -> bool,
     ) -> Option<&str> {
+        let w = Window {
+            data,
+            base,
+            total: Some(total),
+            carried: 0,
+            kind,
+        };
+        self.scan(&w, &mut Chains::default(), skip)
+    }
+
+    /// Looks for signatures in one window of a stream, carrying partial
+    /// matches of multi-part signatures in `chains`. `skip` says whether a
+    /// signature name is allow-listed. Returns the first signature found.
+    pub fn scan(
+        &self,
+        w: &Window,
+        chains: &mut Chains,
+        skip: &dyn Fn(&str) -> bool,
+    ) -> Option<&str> {
         let search = self.search.as_ref()?;
         let mut window_budget = WINDOW_BUDGET;
         let mut next = NextByte::new();
-        for hit in search.find_overlapping_iter(window) {
+        let mut run = |tokens: &[Token], at: usize, least: bool, next: &mut NextByte| {
+            let given = VERIFY_BUDGET.min(window_budget).max(MIN_BUDGET);
+            let mut budget = given;
+            let end = match_end(tokens, w.data, at, &mut budget, next, least);
+            window_budget = window_budget.saturating_sub(given - budget);
+            end
+        };
+        for hit in search.find_overlapping_iter(w.data) {
             for &i in &self.by_anchor[hit.pattern().as_usize()] {
                 let sig = &self.signatures[i as usize];
-                let applies = match sig.target {
-                    Target::Any => kind != ObjectKind::Text,
-                    Target::Mail => kind == ObjectKind::Mail,
-                    Target::Text => kind == ObjectKind::Text,
-                };
-                if !applies {
+                if !self.applies(sig, w) {
                     continue;
                 }
                 let Some(start) = hit.start().checked_sub(sig.anchor_at) else {
                     continue;
                 };
-                if !offset_ok(sig.offset, base + start as u64, total) {
+                if !offset_ok(sig.offset, w.base + start as u64, w.total) {
                     continue;
                 }
-                let given = VERIFY_BUDGET.min(window_budget).max(MIN_BUDGET);
-                let mut budget = given;
-                let found = matches(&sig.tokens, window, start, &mut budget, &mut next);
-                window_budget = window_budget.saturating_sub(given - budget);
-                if found && !skip(&sig.name) {
-                    return Some(&sig.name);
+                let mut parts = parts(&sig.tokens);
+                let Some((gap, first)) = parts.next() else {
+                    continue;
+                };
+                if parts.next().is_none() {
+                    // One part: a match is the signature found.
+                    if run(first, start, false, &mut next).is_some() && !skip(&sig.name) {
+                        return Some(&sig.name);
+                    }
+                    continue;
                 }
+                // Only a match ending earlier than the one chained so far
+                // (if the chain has not gone further) can help.
+                let chained = chains.next.get(&i).copied();
+                if chained.is_some_and(|(k, _)| k > 1) {
+                    continue;
+                }
+                if let Some(end) = run(first, start, true, &mut next) {
+                    let from = w.base + end as u64 + gap;
+                    if chained.is_none_or(|(_, f)| from < f) {
+                        chains.next.insert(i, (1, from));
+                    }
+                }
+            }
+        }
+        // Then the later parts of chained signatures, in this window.
+        let owned = w.data.len() - w.carried.min(w.data.len());
+        let mut done: Vec<u32> = Vec::new();
+        for (&i, state) in chains.next.iter_mut() {
+            let sig = &self.signatures[i as usize];
+            if !self.applies(sig, w) {
+                continue;
+            }
+            while let Some((gap, part)) = parts(&sig.tokens).nth(state.0 as usize) {
+                let from = state.1.saturating_sub(w.base) as usize;
+                let Some(end) = find_part(
+                    part,
+                    w.data,
+                    from,
+                    owned,
+                    &mut |at, next| run(part, at, true, next),
+                    &mut next,
+                ) else {
+                    break;
+                };
+                state.0 += 1;
+                state.1 = w.base + end as u64 + gap;
+            }
+            if parts(&sig.tokens).nth(state.0 as usize).is_none() {
+                done.push(i);
+            }
+        }
+        done.sort_unstable();
+        for i in done {
+            chains.next.remove(&i);
+            let sig = &self.signatures[i as usize];
+            if !skip(&sig.name) {
+                return Some(&sig.name);
             }
         }
         None
     }
+
+    fn applies(&self, sig: &BodySignature, w: &Window) -> bool {
+        let kind = match sig.target {
+            Target::Any => w.kind != ObjectKind::Text,
+            Target::Mail => w.kind == ObjectKind::Mail,
+            Target::Text => w.kind == ObjectKind::Text,
+        };
+        kind && (w.total.is_some() || !matches!(sig.offset, Offset::End(..)))
+    }
 }
 
-fn offset_ok(offset: Offset, at: u64, total: u64) -> bool {
+/// A signature's parts: the token runs between unbounded gaps, each with
+/// the least gap that must follow it (0 after the last).
+fn parts(tokens: &[Token]) -> impl Iterator<Item = (u64, &[Token])> {
+    let mut rest = tokens;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        match rest
+            .iter()
+            .position(|t| matches!(t, Token::Gap { max: None, .. }))
+        {
+            Some(k) => {
+                let Token::Gap { min, .. } = rest[k] else {
+                    return None;
+                };
+                let part = &rest[..k];
+                rest = &rest[k + 1..];
+                Some((min, part))
+            }
+            None => {
+                let part = rest;
+                rest = &[];
+                Some((0, part))
+            }
+        }
+    })
+}
+
+/// The earliest end of a match of a part (tried by `try_at`) starting at or
+/// after `from` and before `owned`. Matches starting past the first one
+/// found are tried while they could still end before it.
+fn find_part(
+    part: &[Token],
+    data: &[u8],
+    from: usize,
+    owned: usize,
+    try_at: &mut dyn FnMut(usize, &mut NextByte) -> Option<usize>,
+    next: &mut NextByte,
+) -> Option<usize> {
+    let first_byte = match part.first() {
+        Some(Token::Fixed(b)) if b[0].1 == 0xff => Some(b[0].0),
+        _ => None,
+    };
+    let mut best: Option<usize> = None;
+    let mut p = from;
+    while p < best.unwrap_or(owned).min(owned) {
+        if let Some(fb) = first_byte {
+            match next.find(data, fb, p) {
+                Some(k) if k < owned && best.is_none_or(|b| k < b) => p = k,
+                _ => break,
+            }
+        }
+        if let Some(end) = try_at(p, next) {
+            best = Some(best.map_or(end, |b| b.min(end)));
+        }
+        p += 1;
+    }
+    best
+}
+
+fn offset_ok(offset: Offset, at: u64, total: Option<u64>) -> bool {
     match offset {
         Offset::Any => true,
         Offset::Start(n, shift) => at >= n && at - n <= shift,
-        Offset::End(n, shift) => match total.checked_sub(n) {
+        Offset::End(n, shift) => match total.and_then(|t| t.checked_sub(n)) {
             Some(from) => at >= from && at - from <= shift,
             None => false,
         },
@@ -155,34 +344,49 @@ impl NextByte {
     }
 }
 
-/// Whether `tokens` match `data` starting at `at`. Fixed runs are compared
-/// in a loop; alternatives and gaps backtrack, within `budget` steps.
-fn matches(
+/// Where a match of `tokens` (one part: its gaps are bounded) starting at
+/// `at` ends: the first end found, or with `least` the earliest of all
+/// (for chaining the next part). Alternatives and gaps backtrack, within
+/// `budget` steps.
+fn match_end(
     tokens: &[Token],
     data: &[u8],
     at: usize,
     budget: &mut u32,
     next: &mut NextByte,
-) -> bool {
+    least: bool,
+) -> Option<usize> {
     if *budget == 0 {
-        return false;
+        return None;
     }
     *budget -= 1;
     let Some((first, rest)) = tokens.split_first() else {
-        return true;
+        return Some(at);
+    };
+    let mut best: Option<usize> = None;
+    let mut keep = |end: Option<usize>| -> bool {
+        if let Some(e) = end {
+            best = Some(best.map_or(e, |b| b.min(e)));
+        }
+        best.is_some() && !least
     };
     match first {
         Token::Fixed(bytes) => {
-            let Some(slice) = data.get(at..at + bytes.len()) else {
-                return false;
-            };
-            slice.iter().zip(bytes).all(|(&d, &(v, m))| d & m == v & m)
-                && matches(rest, data, at + bytes.len(), budget, next)
+            let slice = data.get(at..at + bytes.len())?;
+            if !slice.iter().zip(bytes).all(|(&d, &(v, m))| d & m == v & m) {
+                return None;
+            }
+            return match_end(rest, data, at + bytes.len(), budget, next, least);
         }
-        Token::Alt(alts) => alts.iter().any(|alt| {
-            data.get(at..at + alt.len()) == Some(alt.as_slice())
-                && matches(rest, data, at + alt.len(), budget, next)
-        }),
+        Token::Alt(alts) => {
+            for alt in alts {
+                if data.get(at..at + alt.len()) == Some(alt.as_slice())
+                    && keep(match_end(rest, data, at + alt.len(), budget, next, least))
+                {
+                    break;
+                }
+            }
+        }
         Token::Gap { min, max } => {
             let lo = at.saturating_add(*min as usize);
             let hi = match max {
@@ -200,39 +404,17 @@ fn matches(
                 if let Some(fb) = first_byte {
                     match next.find(data, fb, p) {
                         Some(k) if k <= hi => p = k,
-                        _ => return false,
+                        _ => break,
                     }
                 }
-                if matches(rest, data, p, budget, next) {
-                    return true;
-                }
-                if *budget == 0 {
-                    return false;
+                if keep(match_end(rest, data, p, budget, next, least)) || *budget == 0 {
+                    break;
                 }
                 p += 1;
             }
-            false
         }
     }
-}
-
-/// Text normalisation for target-type-7 signatures: ASCII lowercased and
-/// every run of whitespace as one space (an approximation of ClamAV's).
-pub fn normalize_text(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len());
-    let mut space = false;
-    for &b in data {
-        if b.is_ascii_whitespace() {
-            if !space {
-                out.push(b' ');
-            }
-            space = true;
-        } else {
-            out.push(b.to_ascii_lowercase());
-            space = false;
-        }
-    }
-    out
+    best
 }
 
 #[cfg(test)]
@@ -312,7 +494,6 @@ mod tests {
         assert_eq!(f(b"ABCD", ObjectKind::Other), None);
         assert_eq!(f(b"abcd", ObjectKind::Text).as_deref(), Some("Text"));
         assert_eq!(f(b"abcd", ObjectKind::Other), None);
-        assert_eq!(normalize_text(b"A  B\r\n\tC"), b"a b c");
     }
 
     #[test]

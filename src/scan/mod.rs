@@ -29,7 +29,9 @@ mod decode;
 pub mod delivery;
 mod hashes;
 mod matcher;
+mod object;
 pub mod signature;
+mod unpack;
 mod walk;
 
 #[cfg(test)]

@@ -94,6 +94,12 @@ const MIN_ANCHOR: usize = 2;
 /// the automaton's size grows with the anchors' total length (every byte
 /// is still checked when a hit is verified).
 const MAX_ANCHOR: usize = 12;
+/// Longest span of a signature part between unbounded gaps: the overlap of
+/// stream windows (and so their memory) follows the longest loaded.
+pub const MAX_PART_SPAN: u64 = 64 * 1024;
+/// Largest n in an `EOF-n` offset: the end of every stream is kept this far
+/// back (only as far as the loaded signatures need).
+pub const MAX_EOF_OFFSET: u64 = 1 << 20;
 
 /// The EICAR test file (eicar.org), detected without any signature file.
 pub const EICAR: &[u8] = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
@@ -127,7 +133,13 @@ fn offset(s: &str) -> Result<Offset, String> {
         None => (s, 0),
     };
     if let Some(n) = base.strip_prefix("EOF-") {
-        return Ok(Offset::End(number(n, "offset")?, shift));
+        let n = number(n, "offset")?;
+        if n > MAX_EOF_OFFSET {
+            return Err(format!(
+                "offset {s:?}: EOF-n is limited to {MAX_EOF_OFFSET}"
+            ));
+        }
+        return Ok(Offset::End(n, shift));
     }
     if base.starts_with(|c: char| c.is_ascii_digit()) {
         return Ok(Offset::Start(number(base, "offset")?, shift));
@@ -225,12 +237,55 @@ pub fn parse_hex(hex: &str) -> Result<Vec<Token>, String> {
         }
     }
     flush(&mut fixed, &mut tokens);
+    let tokens = merge_gaps(tokens);
     if !matches!(tokens.first(), Some(Token::Fixed(_) | Token::Alt(_)))
         || !matches!(tokens.last(), Some(Token::Fixed(_) | Token::Alt(_)))
     {
         return Err("a signature must start and end with bytes, not a gap".into());
     }
+    if let Some(span) = part_spans(&tokens).find(|&s| s > MAX_PART_SPAN) {
+        return Err(format!(
+            "a part between unbounded gaps spans up to {span} bytes: at most {MAX_PART_SPAN} (use * or {{n-}})"
+        ));
+    }
     Ok(tokens)
+}
+
+/// Adjacent gaps (`*{2}`, `{1-2}{3}`) as one, so that every gap lies
+/// between bytes.
+fn merge_gaps(tokens: Vec<Token>) -> Vec<Token> {
+    let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
+    for t in tokens {
+        match (out.last_mut(), t) {
+            (Some(Token::Gap { min, max }), Token::Gap { min: m2, max: x2 }) => {
+                *min = min.saturating_add(m2);
+                *max = match (*max, x2) {
+                    (Some(a), Some(b)) => Some(a.saturating_add(b)),
+                    _ => None,
+                };
+            }
+            (_, t) => out.push(t),
+        }
+    }
+    out
+}
+
+/// The most bytes each part of a signature can cover, parts being what lies
+/// between unbounded gaps (`*`, `{n-}`). A stream is matched in windows
+/// that overlap by the longest such span: a part always lies wholly inside
+/// one window, and the parts are chained from window to window.
+pub fn part_spans(tokens: &[Token]) -> impl Iterator<Item = u64> + '_ {
+    tokens
+        .split(|t| matches!(t, Token::Gap { max: None, .. }))
+        .map(|part| {
+            part.iter()
+                .map(|t| match t {
+                    Token::Fixed(b) => b.len() as u64,
+                    Token::Alt(a) => a.iter().map(Vec::len).max().unwrap_or(0) as u64,
+                    Token::Gap { max, .. } => max.unwrap_or(0),
+                })
+                .fold(0u64, u64::saturating_add)
+        })
 }
 
 fn bad_char(c: u8, at: usize) -> String {

@@ -254,3 +254,195 @@ fn cli_lines_and_exit_codes() {
     );
     assert_eq!(s.exit_code(), 2, "{}", String::from_utf8_lossy(&out));
 }
+
+/// A tar archive built here: one ustar header and the data per member.
+fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut t = Vec::new();
+    for (name, data) in files {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        t.extend_from_slice(&h);
+        t.extend_from_slice(data);
+        t.resize(t.len().div_ceil(512) * 512, 0);
+    }
+    t.resize(t.len() + 1024, 0);
+    t
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(data).unwrap();
+    gz.finish().unwrap()
+}
+
+fn bzip2(data: &[u8]) -> Vec<u8> {
+    let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    bz.write_all(data).unwrap();
+    bz.finish().unwrap()
+}
+
+#[test]
+fn gzip_bzip2_and_tar() {
+    let lim = Limits::default();
+    assert_eq!(scan(&with_attachment(&gzip(EICAR)), lim), infected());
+    assert_eq!(scan(&with_attachment(&bzip2(EICAR)), lim), infected());
+    let tgz = gzip(&tar(&[("readme", b"hello"), ("e.com", EICAR)]));
+    assert_eq!(scan(&with_attachment(&tgz), lim), infected());
+    let clean = gzip(&tar(&[("readme", b"hello"), ("more", b"world")]));
+    assert_eq!(scan(&with_attachment(&clean), lim), Finding::Clean);
+    // The entry limit counts tar members too (EICAR itself would show in
+    // the tar's own bytes: it is compressed once more here).
+    let tgz = gzip(&tar(&[("readme", b"hello"), ("e.gz", &gzip(EICAR))]));
+    assert_eq!(scan(&with_attachment(&tgz), lim), infected());
+    let one = Limits {
+        max_zip_entries: 1,
+        ..lim
+    };
+    assert_eq!(
+        scan(&with_attachment(&tgz), one),
+        Finding::Limit(LIMIT_ENTRIES.into())
+    );
+    // gzip, tar and gzip again: three levels below the attachment.
+    let at = Limits {
+        max_depth: 3,
+        ..lim
+    };
+    assert_eq!(scan(&with_attachment(&tgz), at), infected());
+    let below = Limits {
+        max_depth: 2,
+        ..lim
+    };
+    assert_eq!(
+        scan(&with_attachment(&tgz), below),
+        Finding::Limit(LIMIT_DEPTH.into())
+    );
+    // One bzip2 block buffer at a time.
+    assert_eq!(
+        scan(&with_attachment(&bzip2(&bzip2(EICAR))), lim),
+        Finding::Limit(LIMIT_DEPTH.into())
+    );
+    // A gzip bomb stops at the object size, not at what it declares.
+    let bomb = gzip(&vec![0u8; 100_000]);
+    let small = Limits {
+        max_object_size: 50_000,
+        ..lim
+    };
+    assert_eq!(
+        scan(&with_attachment(&bomb), small),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+}
+
+#[test]
+fn zip_entries_in_bzip2() {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Bzip2);
+    w.start_file("e.com", opts).unwrap();
+    w.write_all(EICAR).unwrap();
+    let z = w.finish().unwrap().into_inner();
+    assert_eq!(scan(&with_attachment(&z), Limits::default()), infected());
+}
+
+#[test]
+fn szdd_compressed_file() {
+    // All literals: a control byte of eight 1 bits before each eight bytes.
+    let mut szdd = b"SZDD\x88\xf0\x27\x33A_\0\0\0\0".to_vec();
+    for block in EICAR.chunks(8) {
+        szdd.push(0xff);
+        szdd.extend_from_slice(block);
+    }
+    assert_eq!(scan(&with_attachment(&szdd), Limits::default()), infected());
+}
+
+/// BinHex 4.0 built here (no run-length coding but for 0x90 itself).
+fn binhex(data: &[u8]) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] =
+        b"!\"#$%&'()*+,-012345689@ABCDEFGHIJKLMNPQRSTUVXYZ[`abcdefhijklmpqr";
+    let mut raw = vec![5u8];
+    raw.extend_from_slice(b"e.com\0TEXTttxt\0\0");
+    raw.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    raw.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    raw.extend_from_slice(data);
+    raw.extend_from_slice(&[0, 0, 0, 0]);
+    let mut packed = Vec::new();
+    for &b in &raw {
+        packed.push(b);
+        if b == 0x90 {
+            packed.push(0);
+        }
+    }
+    let mut out = b"(This file must be converted with BinHex 4.0)\r\n:".to_vec();
+    for (i, c) in packed.chunks(3).enumerate() {
+        let v = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for k in 0..=c.len() {
+            out.push(ALPHABET[((v >> (18 - 6 * k)) & 63) as usize]);
+        }
+        if i % 16 == 15 {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b":\r\n");
+    out
+}
+
+#[test]
+fn binhex_data_fork() {
+    assert_eq!(
+        scan(&with_attachment(&binhex(EICAR)), Limits::default()),
+        infected()
+    );
+    assert_eq!(
+        scan(&with_attachment(&binhex(b"harmless")), Limits::default()),
+        Finding::Clean
+    );
+}
+
+#[test]
+fn rtf_embedded_object() {
+    let hex: String = [b"\x01\x05\0\0junk".as_slice(), EICAR, b"tail"]
+        .concat()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // Line breaks inside the hex, as word processors write it.
+    let hex = hex
+        .as_bytes()
+        .chunks(64)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    let rtf = format!("{{\\rtf1\\ansi{{\\object\\objemb{{\\*\\objdata {hex}}}}}}}");
+    assert_eq!(
+        scan(&with_attachment(rtf.as_bytes()), Limits::default()),
+        infected()
+    );
+    let plain = "{\\rtf1\\ansi 58354f2150 is just text}";
+    assert_eq!(
+        scan(&with_attachment(plain.as_bytes()), Limits::default()),
+        Finding::Clean
+    );
+}
+
+#[test]
+fn message_attached_as_a_file() {
+    // A whole message (EICAR in its own base64 attachment) attached as
+    // application/octet-stream: walked as a message.
+    let inner = with_attachment(EICAR);
+    let mut mbox = b"From someone@example.test Thu Jan  1 00:00:00 2026\r\n".to_vec();
+    mbox.extend_from_slice(&inner);
+    assert_eq!(scan(&with_attachment(&mbox), Limits::default()), infected());
+    let deep = Limits {
+        max_depth: 0,
+        ..Limits::default()
+    };
+    assert_eq!(
+        scan(&with_attachment(&mbox), deep),
+        Finding::Limit(LIMIT_DEPTH.into())
+    );
+}

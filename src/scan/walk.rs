@@ -1,20 +1,18 @@
-//! The message walker: the raw message in windows, then every MIME part
-//! decoded (one part buffered at a time), embedded messages, uuencoded files
-//! in text, and zip entries, each checked against hash and body signatures.
+//! The message walker: the raw message, then every MIME part decoded,
+//! embedded messages, uuencoded files in text, and zip entries, each
+//! streamed through hash and body signatures (`object.rs`): no part or
+//! entry is ever held whole.
 //! Nesting, entry count and decoded bytes are bounded; going past a bound is
 //! a [`Finding::Limit`] verdict, never an expansion.
 
-use std::io::{Cursor, Read};
-
-use md5::Md5;
-use sha1::Sha1;
-use sha2::{Digest, Sha256};
+use std::io::Read;
 
 use super::database::Database;
 use super::decode::{self, Decoder};
 use super::hashes::HashMatch;
-use super::matcher::{ObjectKind, normalize_text};
-use super::signature::HashKind;
+use super::matcher::ObjectKind;
+use super::object::{HEAD, Hashers, Spool, TextStream, WindowStream};
+use super::unpack::{self, Container};
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
 use crate::store::content::Content;
@@ -28,14 +26,14 @@ pub struct Limits {
     pub max_object_size: u64,
     /// Decoded and decompressed bytes per message, all objects together.
     pub max_total_size: u64,
-    /// Entries per zip archive.
+    /// Entries per archive (zip, tar).
     pub max_zip_entries: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_depth: 8,
+            max_depth: 17,
             max_object_size: 32 << 20,
             max_total_size: 64 << 20,
             max_zip_entries: 1000,
@@ -59,136 +57,10 @@ pub const LIMIT_OBJECT: &str = "Heuristics.Limits.Exceeded.MaxFileSize";
 pub const LIMIT_TOTAL: &str = "Heuristics.Limits.Exceeded.MaxScanSize";
 pub const LIMIT_ENTRIES: &str = "Heuristics.Limits.Exceeded.MaxFiles";
 
-/// Raw streams are matched in windows of this size, overlapping by
-/// `OVERLAP`: a body signature spanning more than `OVERLAP` bytes across a
-/// window boundary of a raw message is missed (decoded parts are matched
-/// whole).
-const WINDOW: usize = 1 << 20;
-const OVERLAP: usize = 64 * 1024;
-
 type Scan = Result<Finding, String>;
 
-/// Hashes of one object, computed only for kinds that have signatures.
-struct Hashers {
-    md5: Option<Md5>,
-    sha1: Option<Sha1>,
-    sha256: Option<Sha256>,
-}
-
-impl Hashers {
-    fn new(db: &Database) -> Hashers {
-        Hashers {
-            md5: db.hashes.has(HashKind::Md5).then(Md5::new),
-            sha1: db.hashes.has(HashKind::Sha1).then(Sha1::new),
-            sha256: db.hashes.has(HashKind::Sha256).then(Sha256::new),
-        }
-    }
-
-    fn update(&mut self, b: &[u8]) {
-        if let Some(h) = &mut self.md5 {
-            h.update(b);
-        }
-        if let Some(h) = &mut self.sha1 {
-            h.update(b);
-        }
-        if let Some(h) = &mut self.sha256 {
-            h.update(b);
-        }
-    }
-
-    fn check(self, db: &Database, size: u64) -> Result<HashMatch, String> {
-        let mut found = HashMatch::None;
-        let digests = [
-            (HashKind::Md5, self.md5.map(|h| h.finalize().to_vec())),
-            (HashKind::Sha1, self.sha1.map(|h| h.finalize().to_vec())),
-            (HashKind::Sha256, self.sha256.map(|h| h.finalize().to_vec())),
-        ];
-        for (kind, digest) in digests {
-            let Some(d) = digest else { continue };
-            match db
-                .hashes
-                .lookup(kind, &d, size)
-                .map_err(|e| format!("hash index: {e}"))?
-            {
-                HashMatch::Allowed => return Ok(HashMatch::Allowed),
-                HashMatch::Found(n) if !db.is_ignored(&n) && found == HashMatch::None => {
-                    found = HashMatch::Found(n)
-                }
-                _ => {}
-            }
-        }
-        Ok(found)
-    }
-}
-
-/// Matches a stream in overlapping windows while hashing it.
-struct RawStream<'a> {
-    db: &'a Database,
-    kind: ObjectKind,
-    total: u64,
-    buf: Vec<u8>,
-    base: u64,
-    /// Bytes of `buf` not yet matched in a window.
-    fresh: usize,
-    hashers: Hashers,
-    found: Option<String>,
-}
-
-impl<'a> RawStream<'a> {
-    fn new(db: &'a Database, kind: ObjectKind, total: u64) -> RawStream<'a> {
-        RawStream {
-            db,
-            kind,
-            total,
-            buf: Vec::new(),
-            base: 0,
-            fresh: 0,
-            hashers: Hashers::new(db),
-            found: None,
-        }
-    }
-
-    fn push(&mut self, mut bytes: &[u8]) {
-        self.hashers.update(bytes);
-        while !bytes.is_empty() {
-            let take = (WINDOW - self.buf.len()).min(bytes.len());
-            self.buf.extend_from_slice(&bytes[..take]);
-            self.fresh += take;
-            bytes = &bytes[take..];
-            if self.buf.len() == WINDOW {
-                self.match_window();
-                let keep = self.buf.len() - OVERLAP;
-                self.buf.drain(..keep);
-                self.base += keep as u64;
-            }
-        }
-    }
-
-    fn match_window(&mut self) {
-        if self.found.is_some() || self.fresh == 0 {
-            return;
-        }
-        self.fresh = 0;
-        let db = self.db;
-        let skip = |n: &str| db.is_ignored(n);
-        if let Some(n) = db
-            .body
-            .find(&self.buf, self.base, self.total, self.kind, &skip)
-        {
-            self.found = Some(n.to_string());
-        }
-    }
-
-    fn finish(mut self) -> Scan {
-        self.match_window();
-        match self.hashers.check(self.db, self.total)? {
-            HashMatch::Allowed => return Ok(Finding::Clean),
-            HashMatch::Found(n) => return Ok(Finding::Infected(n)),
-            HashMatch::None => {}
-        }
-        Ok(self.found.map_or(Finding::Clean, Finding::Infected))
-    }
-}
+/// Bytes read at a time from an archive entry or a plain file.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// Reads byte ranges of a received message (offsets as in its MIME tree).
 pub struct MessageSource {
@@ -236,6 +108,22 @@ impl MessageSource {
         })
     }
 
+    /// A message copied from inside another object.
+    pub fn spool(spool: Spool) -> std::io::Result<MessageSource> {
+        match spool {
+            Spool::File(f) => MessageSource::file(f),
+            Spool::Memory(c) => {
+                let data = c.into_inner();
+                let size = data.len() as u64;
+                let chunks = data.chunks(CHUNK_SIZE).map(<[u8]>::to_vec).collect();
+                Ok(MessageSource {
+                    content: Content::from_chunks(chunks),
+                    size,
+                })
+            }
+        }
+    }
+
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -280,6 +168,261 @@ pub struct Walker<'a> {
     db: &'a Database,
     limits: Limits,
     total: u64,
+    /// A bzip2 stream is being decoded: its block buffer can take a few
+    /// MiB, so one inside another is a limit verdict, not a second buffer.
+    in_bzip2: bool,
+}
+
+/// One object being scanned as its bytes arrive (see `object.rs`), with
+/// what it may contain: an archive (copied, unpacked once complete) and
+/// uuencoded files in text (scanned as they are decoded).
+struct Object<'a> {
+    db: &'a Database,
+    depth: usize,
+    /// A text/* part: also matched normalised, and searched for uuencode.
+    text: bool,
+    /// Look inside (archives, uuencode); not for a raw message.
+    unpack: bool,
+    size: u64,
+    hashers: Hashers,
+    raw: WindowStream,
+    norm: Option<TextStream>,
+    /// The first bytes, until they say what the object is.
+    head: Vec<u8>,
+    decided: bool,
+    /// A copy of a container, to unpack once complete.
+    spool: Option<(Container, Spool)>,
+    uu: Option<UuFiles<'a>>,
+    /// What a uuencoded file inside found.
+    inner: Option<Finding>,
+}
+
+impl<'a> Object<'a> {
+    fn new(db: &'a Database, kind: ObjectKind, depth: usize, text: bool) -> Object<'a> {
+        Object {
+            db,
+            depth,
+            text,
+            unpack: kind == ObjectKind::Other,
+            size: 0,
+            hashers: Hashers::new(db),
+            raw: WindowStream::new(kind),
+            norm: text.then(TextStream::new),
+            head: Vec::new(),
+            decided: false,
+            spool: None,
+            uu: None,
+            inner: None,
+        }
+    }
+
+    /// Whether the object's own signatures or a file inside already found
+    /// something (its hash, checked at the end, may still allow it).
+    fn decided_by_content(&self) -> bool {
+        self.raw.found.is_some() || self.inner.is_some()
+    }
+
+    fn push(&mut self, w: &mut Walker, bytes: &[u8]) -> Result<(), String> {
+        self.size += bytes.len() as u64;
+        self.hashers.update(bytes);
+        if !self.decided_by_content() {
+            self.raw.push(self.db, bytes);
+            if let Some(t) = &mut self.norm {
+                t.push(self.db, bytes);
+            }
+        }
+        if !self.unpack {
+            return Ok(());
+        }
+        let mut rest = bytes;
+        if !self.decided {
+            let take = (HEAD - self.head.len()).min(rest.len());
+            self.head.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.head.len() < HEAD {
+                return Ok(());
+            }
+            self.decide(w)?;
+        }
+        self.unpackers(w, rest)
+    }
+
+    /// Chooses what to look for inside from the first bytes, and gives
+    /// those bytes to it.
+    fn decide(&mut self, w: &mut Walker) -> Result<(), String> {
+        self.decided = true;
+        let head = std::mem::take(&mut self.head);
+        if let Some(c) = unpack::container(&head) {
+            self.spool = Some((c, Spool::new()));
+        }
+        if self.text || looks_like_text(&head) {
+            self.uu = Some(UuFiles::new());
+        }
+        self.unpackers(w, &head)
+    }
+
+    fn unpackers(&mut self, w: &mut Walker, bytes: &[u8]) -> Result<(), String> {
+        if self.decided_by_content() {
+            self.spool = None;
+            self.uu = None;
+            return Ok(());
+        }
+        if let Some((_, s)) = &mut self.spool {
+            s.write(self.db, bytes)
+                .map_err(|e| format!("scan spool in {}: {e}", self.db.work_dir.display()))?;
+        }
+        if let Some(uu) = &mut self.uu
+            && let Some(found) = uu.push(w, self.db, self.depth, bytes)?
+        {
+            self.inner = Some(found);
+        }
+        Ok(())
+    }
+
+    /// The object's verdict, then what its archive holds.
+    fn finish(mut self, w: &mut Walker) -> Scan {
+        if self.unpack && !self.decided {
+            self.decide(w)?;
+        }
+        if let Some(uu) = self.uu.take()
+            && !self.decided_by_content()
+            && let Some(found) = uu.finish(w, self.db, self.depth)?
+        {
+            self.inner = Some(found);
+        }
+        let db = self.db;
+        self.raw.finish(db);
+        let text = self.norm.as_mut().and_then(|t| t.finish(db));
+        match self.hashers.check(db, self.size)? {
+            HashMatch::Allowed => return Ok(Finding::Clean),
+            HashMatch::Found(n) => return Ok(Finding::Infected(n)),
+            HashMatch::None => {}
+        }
+        if let Some(n) = self.raw.found.take().or(text) {
+            return Ok(Finding::Infected(n));
+        }
+        if let Some(f) = self.inner {
+            return Ok(f);
+        }
+        match self.spool {
+            Some((container, spool)) => {
+                let spool = spool.rewind().map_err(|e| format!("scan spool: {e}"))?;
+                w.unpack(container, spool, self.depth + 1)
+            }
+            None => Ok(Finding::Clean),
+        }
+    }
+}
+
+/// No NUL in the first KiB: worth looking for uuencoded files in.
+fn looks_like_text(head: &[u8]) -> bool {
+    !head[..head.len().min(HEAD)].contains(&0)
+}
+
+/// Uuencoded files in a text, each decoded and scanned as its lines go by.
+struct UuFiles<'a> {
+    line: Vec<u8>,
+    /// The file being decoded: its decoder and its object.
+    file: Option<(Decoder, Box<Object<'a>>)>,
+    out: Vec<u8>,
+}
+
+/// Longest text line looked at (the uuencode decoder's own bound).
+const UU_LINE: usize = 1024;
+
+impl<'a> UuFiles<'a> {
+    fn new() -> UuFiles<'a> {
+        UuFiles {
+            line: Vec::new(),
+            file: None,
+            out: Vec::new(),
+        }
+    }
+
+    fn push(
+        &mut self,
+        w: &mut Walker,
+        db: &'a Database,
+        depth: usize,
+        bytes: &[u8],
+    ) -> Result<Option<Finding>, String> {
+        for &c in bytes {
+            if c != b'\n' {
+                if self.line.len() < UU_LINE {
+                    self.line.push(c);
+                }
+                continue;
+            }
+            if let Some(found) = self.line_done(w, db, depth)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    fn line_done(
+        &mut self,
+        w: &mut Walker,
+        db: &'a Database,
+        depth: usize,
+    ) -> Result<Option<Finding>, String> {
+        let line = std::mem::take(&mut self.line);
+        let mut result = None;
+        match &mut self.file {
+            None => {
+                let text = line.strip_suffix(b"\r").unwrap_or(&line);
+                if decode::is_uu_begin(text) {
+                    if depth + 1 > w.limits.max_depth {
+                        result = Some(Finding::Limit(LIMIT_DEPTH.into()));
+                    } else {
+                        let mut d = Decoder::for_encoding("X-UUENCODE");
+                        d.push(&line, &mut self.out);
+                        d.push(b"\n", &mut self.out);
+                        let obj = Object::new(db, ObjectKind::Other, depth + 1, false);
+                        self.file = Some((d, Box::new(obj)));
+                    }
+                }
+            }
+            Some((d, obj)) => {
+                self.out.clear();
+                d.push(&line, &mut self.out);
+                d.push(b"\n", &mut self.out);
+                obj.push(w, &self.out)?;
+                if d.uu_done() {
+                    result = self.end_file(w)?;
+                }
+            }
+        }
+        self.line = line;
+        self.line.clear();
+        Ok(result)
+    }
+
+    /// A file ends at its "end" line or with the text.
+    fn end_file(&mut self, w: &mut Walker) -> Result<Option<Finding>, String> {
+        let Some((_, obj)) = self.file.take() else {
+            return Ok(None);
+        };
+        if let Some(limit) = w.count(obj.size) {
+            return Ok(Some(limit));
+        }
+        let r = obj.finish(w)?;
+        Ok((r != Finding::Clean).then_some(r))
+    }
+
+    fn finish(
+        mut self,
+        w: &mut Walker,
+        db: &'a Database,
+        depth: usize,
+    ) -> Result<Option<Finding>, String> {
+        if !self.line.is_empty()
+            && let Some(found) = self.line_done(w, db, depth)?
+        {
+            return Ok(Some(found));
+        }
+        self.end_file(w)
+    }
 }
 
 impl<'a> Walker<'a> {
@@ -288,37 +431,52 @@ impl<'a> Walker<'a> {
             db,
             limits,
             total: 0,
+            in_bzip2: false,
         }
     }
 
     /// A received message: raw, then every part.
     pub fn message(&mut self, src: &MessageSource, meta: &MessageMeta) -> Scan {
-        let r = self.raw(src, 0, src.size(), ObjectKind::Mail)?;
+        let r = self.raw(src, 0, src.size())?;
         if r != Finding::Clean {
             return Ok(r);
         }
         self.part(src, &meta.root, 0)
     }
 
-    /// A plain file of any size, streamed.
-    pub fn stream(&mut self, mut reader: impl Read, size: u64) -> Scan {
-        let mut raw = RawStream::new(self.db, ObjectKind::Other, size);
-        let mut buf = vec![0u8; CHUNK_SIZE];
+    /// A plain file of any size, streamed: its own signatures only (it is
+    /// past the size limit for looking inside).
+    pub fn stream(&mut self, mut reader: impl Read, _size: u64) -> Scan {
+        let mut obj = Object::new(self.db, ObjectKind::Other, 0, false);
+        obj.unpack = false;
+        let mut buf = vec![0u8; READ_CHUNK];
         loop {
             let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
             if n == 0 {
                 break;
             }
-            raw.push(&buf[..n]);
+            obj.push(self, &buf[..n])?;
         }
-        raw.finish()
+        obj.finish(self)
     }
 
-    fn raw(&mut self, src: &MessageSource, start: u64, end: u64, kind: ObjectKind) -> Scan {
-        let mut raw = RawStream::new(self.db, kind, end - start);
-        src.range(start, end, |b| raw.push(b))
-            .map_err(|e| format!("reading the message: {e}"))?;
-        raw.finish()
+    /// A plain file within the limits: scanned as an object, archives
+    /// unpacked.
+    pub fn file(&mut self, reader: impl Read) -> Scan {
+        self.entry(reader, 0)
+    }
+
+    fn raw(&mut self, src: &MessageSource, start: u64, end: u64) -> Scan {
+        let mut obj = Object::new(self.db, ObjectKind::Mail, 0, false);
+        let mut failed = Ok(());
+        src.range(start, end, |b| {
+            if failed.is_ok() {
+                failed = obj.push(self, b);
+            }
+        })
+        .map_err(|e| format!("reading the message: {e}"))?;
+        failed?;
+        obj.finish(self)
     }
 
     fn part(&mut self, src: &MessageSource, part: &Part, depth: usize) -> Scan {
@@ -335,7 +493,7 @@ impl<'a> Walker<'a> {
             if depth + 1 > self.limits.max_depth {
                 return Ok(Finding::Limit(LIMIT_DEPTH.into()));
             }
-            let r = self.raw(src, part.body_start, part.end, ObjectKind::Mail)?;
+            let r = self.raw(src, part.body_start, part.end)?;
             if r != Finding::Clean {
                 return Ok(r);
             }
@@ -350,30 +508,46 @@ impl<'a> Walker<'a> {
         if part.body_size() == 0 {
             return Ok(Finding::Clean);
         }
-        // A leaf: decode it whole, within the limits.
+        // A leaf: decoded a chunk at a time into the object's checks.
         let mut decoder = Decoder::for_encoding(&part.encoding);
-        let mut data = Vec::new();
-        let max = self.limits.max_object_size;
-        let mut over = false;
+        let mut obj = Object::new(
+            self.db,
+            ObjectKind::Other,
+            depth,
+            part.content_type == "text",
+        );
+        let mut out = Vec::new();
+        let mut stop: Result<Option<Finding>, String> = Ok(None);
         src.range(part.body_start, part.end, |b| {
-            if !over {
-                decoder.push(b, &mut data);
-                over = data.len() as u64 > max;
+            if matches!(stop, Ok(None)) {
+                out.clear();
+                decoder.push(b, &mut out);
+                stop = self.feed(&mut obj, &out);
             }
         })
         .map_err(|e| format!("reading the message: {e}"))?;
-        if over {
-            return Ok(Finding::Limit(LIMIT_OBJECT.into()));
-        }
-        decoder.finish(&mut data);
-        if data.len() as u64 > max {
-            return Ok(Finding::Limit(LIMIT_OBJECT.into()));
-        }
-        if let Some(limit) = self.count(data.len() as u64) {
+        if let Some(limit) = stop? {
             return Ok(limit);
         }
-        let text = part.content_type == "text";
-        self.object(&data, text, depth)
+        out.clear();
+        decoder.finish(&mut out);
+        if let Some(limit) = self.feed(&mut obj, &out)? {
+            return Ok(limit);
+        }
+        obj.finish(self)
+    }
+
+    /// Gives decoded bytes to an object, within the object and total
+    /// limits (a limit verdict stops the object).
+    fn feed(&mut self, obj: &mut Object, bytes: &[u8]) -> Result<Option<Finding>, String> {
+        if obj.size + bytes.len() as u64 > self.limits.max_object_size {
+            return Ok(Some(Finding::Limit(LIMIT_OBJECT.into())));
+        }
+        if let Some(limit) = self.count(bytes.len() as u64) {
+            return Ok(Some(limit));
+        }
+        obj.push(self, bytes)?;
+        Ok(None)
     }
 
     fn count(&mut self, n: u64) -> Option<Finding> {
@@ -381,65 +555,89 @@ impl<'a> Walker<'a> {
         (self.total > self.limits.max_total_size).then(|| Finding::Limit(LIMIT_TOTAL.into()))
     }
 
-    /// A decoded object: hashes, body signatures, then what it contains.
-    pub fn object(&mut self, data: &[u8], text: bool, depth: usize) -> Scan {
-        let db = self.db;
-        let mut h = Hashers::new(db);
-        h.update(data);
-        match h.check(db, data.len() as u64)? {
-            HashMatch::Allowed => return Ok(Finding::Clean),
-            HashMatch::Found(n) => return Ok(Finding::Infected(n)),
-            HashMatch::None => {}
-        }
-        let skip = |n: &str| db.is_ignored(n);
-        let total = data.len() as u64;
-        if let Some(n) = db.body.find(data, 0, total, ObjectKind::Other, &skip) {
-            return Ok(Finding::Infected(n.to_string()));
-        }
-        if text {
-            let norm = normalize_text(data);
-            if let Some(n) = db
-                .body
-                .find(&norm, 0, norm.len() as u64, ObjectKind::Text, &skip)
-            {
-                return Ok(Finding::Infected(n.to_string()));
+    /// An archive member (or a plain file) at `depth`, read to its end or
+    /// to the first damage (what inflated so far is scanned).
+    fn entry(&mut self, mut reader: impl Read, depth: usize) -> Scan {
+        let mut obj = Object::new(self.db, ObjectKind::Other, depth, false);
+        let mut buf = [0u8; READ_CHUNK];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if let Some(limit) = self.feed(&mut obj, &buf[..n])? {
+                return Ok(limit);
             }
         }
-        if data.starts_with(b"PK\x03\x04") {
-            let r = self.zip(data, depth + 1)?;
-            if r != Finding::Clean {
-                return Ok(r);
-            }
-        }
-        if text || looks_like_text(data) {
-            for file in decode::uu_files(data) {
-                if depth + 1 > self.limits.max_depth {
-                    return Ok(Finding::Limit(LIMIT_DEPTH.into()));
-                }
-                if let Some(limit) = self.count(file.len() as u64) {
-                    return Ok(limit);
-                }
-                let r = self.object(&file, false, depth + 1)?;
-                if r != Finding::Clean {
-                    return Ok(r);
-                }
-            }
-        }
-        Ok(Finding::Clean)
+        obj.finish(self)
     }
 
-    fn zip(&mut self, data: &[u8], depth: usize) -> Scan {
+    /// A complete container at `depth` (below the object that holds it).
+    fn unpack(&mut self, container: Container, spool: Spool, depth: usize) -> Scan {
         if depth > self.limits.max_depth {
             return Ok(Finding::Limit(LIMIT_DEPTH.into()));
         }
+        let spool_error = |e: std::io::Error| format!("scan spool: {e}");
+        match container {
+            Container::Zip => self.zip(spool, depth),
+            Container::Gzip => self.entry(flate2::read::MultiGzDecoder::new(spool), depth),
+            Container::Bzip2 if self.in_bzip2 => Ok(Finding::Limit(LIMIT_DEPTH.into())),
+            Container::Bzip2 => {
+                self.in_bzip2 = true;
+                let r = self.entry(bzip2::read::MultiBzDecoder::new(spool), depth);
+                self.in_bzip2 = false;
+                r
+            }
+            Container::Szdd => self.entry(unpack::Szdd::new(spool).map_err(spool_error)?, depth),
+            Container::Rtf => self.entry(unpack::RtfObjects::new(spool), depth),
+            Container::BinHex => {
+                let mut r = unpack::BinHex::new(spool);
+                match unpack::binhex_data_fork(&mut r).map_err(spool_error)? {
+                    Some(len) => self.entry(r.take(len), depth),
+                    None => Ok(Finding::Clean),
+                }
+            }
+            Container::Tar => self.tar(spool, depth),
+            Container::Message => {
+                let src = MessageSource::spool(spool).map_err(spool_error)?;
+                let meta = super::structure(&src).map_err(spool_error)?;
+                let r = self.raw(&src, 0, src.size())?;
+                if r != Finding::Clean {
+                    return Ok(r);
+                }
+                self.part(&src, &meta.root, depth)
+            }
+        }
+    }
+
+    fn tar(&mut self, mut spool: Spool, depth: usize) -> Scan {
+        let mut entries = 0;
+        let mut verdict = Ok(Finding::Clean);
+        // A damaged header ends the archive: what came before was scanned.
+        let _ = unpack::tar(&mut spool, |m| {
+            if !m.regular {
+                return Ok(true);
+            }
+            entries += 1;
+            verdict = if entries > self.limits.max_zip_entries {
+                Ok(Finding::Limit(LIMIT_ENTRIES.into()))
+            } else {
+                self.entry(m.data, depth)
+            };
+            Ok(matches!(verdict, Ok(Finding::Clean)))
+        })
+        .map_err(|e| format!("scan spool: {e}"))?;
+        verdict
+    }
+
+    fn zip(&mut self, spool: Spool, depth: usize) -> Scan {
         // Not a readable archive: its bytes were matched as they are.
-        let Ok(mut archive) = zip::ZipArchive::new(Cursor::new(data)) else {
+        let Ok(mut archive) = zip::ZipArchive::new(spool) else {
             return Ok(Finding::Clean);
         };
         if archive.len() > self.limits.max_zip_entries {
             return Ok(Finding::Limit(LIMIT_ENTRIES.into()));
         }
-        let max = self.limits.max_object_size;
         for i in 0..archive.len() {
             // Encrypted entries and unsupported methods cannot be read.
             let Ok(mut entry) = archive.by_index(i) else {
@@ -448,35 +646,20 @@ impl<'a> Walker<'a> {
             if entry.is_dir() {
                 continue;
             }
-            // A bomb is refused on its declared size, before inflating...
+            // A bomb is refused on its declared size, before inflating
+            // (and a lying header on what actually comes out).
             let declared = entry.size();
-            if declared > max {
+            if declared > self.limits.max_object_size {
                 return Ok(Finding::Limit(LIMIT_OBJECT.into()));
             }
             if self.total.saturating_add(declared) > self.limits.max_total_size {
                 return Ok(Finding::Limit(LIMIT_TOTAL.into()));
             }
-            // ...and a lying header on what actually comes out.
-            let mut buf = Vec::with_capacity(declared.min(1 << 20) as usize);
-            // A damaged entry (bad CRC...) is scanned as far as it inflated.
-            let _ = (&mut entry).take(max + 1).read_to_end(&mut buf);
-            drop(entry);
-            if buf.len() as u64 > max {
-                return Ok(Finding::Limit(LIMIT_OBJECT.into()));
-            }
-            if let Some(limit) = self.count(buf.len() as u64) {
-                return Ok(limit);
-            }
-            let r = self.object(&buf, false, depth)?;
+            let r = self.entry(&mut entry, depth)?;
             if r != Finding::Clean {
                 return Ok(r);
             }
         }
         Ok(Finding::Clean)
     }
-}
-
-/// No NUL in the first KiB: worth looking for uuencoded files in.
-fn looks_like_text(data: &[u8]) -> bool {
-    !data[..data.len().min(1024)].contains(&0)
 }
