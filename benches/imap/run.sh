@@ -29,3 +29,5 @@ bash "$REFSTACK/refstack.sh" start
 sleep 1
 python3 benches/imap/bench.py --pimail-pid "$PID" --dovecot-port "$IMAP_PORT" \
   --dovecot-pidfile "$MAILBENCH_REF_DATA/dovecot/run/master.pid" "$@"
+# The same stores timed with a raw socket client (server time, no imaplib).
+python3 benches/imap/raw_timing.py 30143 "$IMAP_PORT"
