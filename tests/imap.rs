@@ -440,6 +440,53 @@ fn append_create_rename_and_literals() {
 }
 
 #[test]
+fn utf8_accept_names_and_append() {
+    let inst = instance("imap-utf8");
+    let mut c = Imap::connect(imap_addr(&inst));
+    c.login();
+    // Before ENABLE: modified UTF-7 on the wire.
+    c.ok("CREATE \"Entw&APw-rfe\"");
+    assert_eq!(c.ok("ENABLE UTF8=ACCEPT"), vec!["* ENABLED UTF8=ACCEPT"]);
+    assert_eq!(
+        c.ok("LIST \"\" \"Entw*\""),
+        vec!["* LIST (\\HasNoChildren) \"/\" \"Entwürfe\""]
+    );
+    c.ok("CREATE \"Ärger/Größe\"");
+    // RFC 6855 4: APPEND with UTF8 (literal8), then a second message.
+    let msg = "Subject: Grüße\r\nFrom: jörg@example.org\r\n\r\nÄpfel\r\n".as_bytes();
+    c.send(format!("u1 APPEND \"Ärger/Größe\" UTF8 (~{{{}}}\r\n", msg.len()).as_bytes());
+    assert!(c.read_response_line().starts_with("+ "));
+    c.send(msg);
+    c.send(format!(") UTF8 (~{{{}+}}\r\n", msg.len()).as_bytes());
+    c.send(msg);
+    c.send(b")\r\n");
+    let (_, t) = c.until_tagged("u1");
+    assert!(
+        t.starts_with("u1 OK [APPENDUID ") && t.contains(" 1:2]"),
+        "{t}"
+    );
+    c.ok("SELECT \"Ärger/Größe\"");
+    let u = c.ok("FETCH 1 BODY.PEEK[]");
+    assert_eq!(
+        u[0],
+        format!(
+            "* 1 FETCH (BODY[] {{{}}}\r\n{})",
+            msg.len(),
+            String::from_utf8_lossy(msg)
+        )
+    );
+    // A missing parenthesis after the literal8 is refused.
+    c.send(b"u2 APPEND INBOX UTF8 (~{3+}\r\nabc\r\n");
+    let (_, t) = c.until_tagged("u2");
+    assert!(t.starts_with("u2 BAD"), "{t}");
+    assert_eq!(
+        c.ok("STATUS INBOX (MESSAGES)"),
+        vec!["* STATUS \"INBOX\" (MESSAGES 0)"]
+    );
+    c.ok("LOGOUT");
+}
+
+#[test]
 fn searchres_saves_a_result_for_dollar() {
     let inst = instance("imap-searchres");
     for (i, word) in ["odd", "even", "odd", "even"].iter().enumerate() {

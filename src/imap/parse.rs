@@ -1246,8 +1246,7 @@ fn store(p: &mut Parser, uid: bool) -> R<Kind> {
 pub struct AppendHead {
     pub tag: String,
     pub mailbox: Vec<u8>,
-    pub flags: Vec<String>,
-    pub date: Option<i64>,
+    pub opts: MessageOpts,
 }
 
 /// If `line` (up to and including the `{n}` of the first message) starts
@@ -1263,12 +1262,11 @@ pub fn append_head(line: &[u8]) -> Option<Result<AppendHead, (String, Bad)>> {
         p.sp()?;
         let mailbox = p.astring()?;
         p.sp()?;
-        let (flags, date) = message_opts(&mut p)?;
+        let opts = message_opts(&mut p)?;
         Ok(AppendHead {
             tag: String::new(),
             mailbox,
-            flags,
-            date,
+            opts,
         })
     })();
     Some(match head {
@@ -1281,7 +1279,13 @@ pub fn append_head(line: &[u8]) -> Option<Result<AppendHead, (String, Bad)>> {
 }
 
 /// Flags and INTERNALDATE of one appended message.
-pub type MessageOpts = (Vec<String>, Option<i64>);
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MessageOpts {
+    pub flags: Vec<String>,
+    pub date: Option<i64>,
+    /// `UTF8 (~{n}...)` (RFC 6855 4): the literal is followed by `)`.
+    pub utf8: bool,
+}
 
 /// The flags and date of one message of an APPEND: `[flag-list SP]
 /// [date-time SP]` up to its literal.
@@ -1296,10 +1300,18 @@ fn message_opts(p: &mut Parser) -> Result<MessageOpts, Bad> {
         date = Some(p.date_time()?);
         p.sp()?;
     }
+    let utf8 = p.keyword("UTF8");
+    if utf8 {
+        p.sp()?;
+        p.expect(b'(')?;
+        if p.peek() != Some(b'~') {
+            return bad("UTF8 APPEND data is a literal8 (~{n})");
+        }
+    }
     if !matches!(p.peek(), Some(b'{') | Some(b'~')) {
         return bad("expected the message as a literal");
     }
-    Ok((flags, date))
+    Ok(MessageOpts { flags, date, utf8 })
 }
 
 /// The line after a message of an APPEND (RFC 3502 MULTIAPPEND): `None`

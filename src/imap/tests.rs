@@ -131,7 +131,16 @@ fn append_head_and_literals() {
             .unwrap()
             .unwrap();
     assert_eq!(h.mailbox, b"saved-messages");
-    assert_eq!(h.date, Some(1704445200));
+    assert_eq!(h.opts.date, Some(1704445200));
+    assert_eq!(h.opts.flags, vec!["\\Seen".to_string()]);
+    assert!(!h.opts.utf8);
+    let h = append_head(b"A4 APPEND x UTF8 (~{3}").unwrap().unwrap();
+    assert!(h.opts.utf8);
+    assert!(append_head(b"A4 APPEND x UTF8 ({3}").unwrap().is_err());
+    assert_eq!(append_next(b""), None);
+    let next = append_next(b" (\\Flagged) {7+}").unwrap().unwrap();
+    assert_eq!(next.flags, vec!["\\Flagged".to_string()]);
+    assert!(append_next(b"x {7}").unwrap().is_err());
     assert!(append_head(b"A003 NOOP {3}").is_none());
     assert!(append_head(b"A003 APPEND x (\\Seen {3}").unwrap().is_err());
     assert_eq!(trailing_literal(b"a LOGIN {5}"), Some((5, true)));

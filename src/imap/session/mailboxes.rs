@@ -111,7 +111,7 @@ impl Session {
             if raw.is_empty() {
                 return Some(String::new());
             }
-            if s.rev2 {
+            if s.utf8_names() {
                 String::from_utf8(raw.to_vec()).ok()
             } else {
                 mutf7::decode(raw)

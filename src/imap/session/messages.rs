@@ -322,7 +322,7 @@ impl Session {
                 return self.skip_literal(n, sync).await;
             }
         };
-        let (bits, keywords) = match crate::imap::parse_flags(&head.flags) {
+        let (bits, keywords) = match crate::imap::parse_flags(&head.opts.flags) {
             Ok(f) => f,
             Err(e) => {
                 refuse(self, &tag, "BAD", &e);
@@ -339,7 +339,8 @@ impl Session {
         let limits = &self.config.limits;
         let (max_size, mut memory) = (limits.max_message_size, limits.spool_memory);
         let mut messages = Vec::new();
-        let (mut flags, mut date, mut n, mut sync) = ((bits, keywords), head.date, n, sync);
+        let (mut flags, mut date, mut n, mut sync) = ((bits, keywords), head.opts.date, n, sync);
+        let mut utf8 = head.opts.utf8;
         loop {
             if n > max_size {
                 refuse(self, &tag, "NO", "[TOOBIG] Message too large");
@@ -367,30 +368,40 @@ impl Session {
                 }
                 _ => return Err(io::ErrorKind::UnexpectedEof.into()),
             };
-            let (next_flags, next_date) = match parse::append_next(&line) {
+            // RFC 6855 4: `UTF8 (literal8)` closes its parenthesis.
+            let line = match (utf8, line.strip_prefix(b")")) {
+                (false, _) => line.as_slice(),
+                (true, Some(rest)) => rest,
+                (true, None) => {
+                    self.bad(&tag, "Expected ) after the UTF8 message");
+                    return Ok(());
+                }
+            };
+            let next = match parse::append_next(line) {
                 None => break,
                 Some(Ok(next)) => next,
                 Some(Err(e)) => {
                     self.bad(&tag, &e.0);
-                    return match parse::trailing_literal(&line) {
+                    return match parse::trailing_literal(line) {
                         Some((n, sync)) => self.skip_literal(n, sync).await,
                         None => Ok(()),
                     };
                 }
             };
-            let Some((next_n, next_sync)) = parse::trailing_literal(&line) else {
+            let Some((next_n, next_sync)) = parse::trailing_literal(line) else {
                 self.bad(&tag, "Expected the next message as a literal");
                 return Ok(());
             };
             (n, sync) = (next_n, next_sync);
-            flags = match crate::imap::parse_flags(&next_flags) {
+            utf8 = next.utf8;
+            flags = match crate::imap::parse_flags(&next.flags) {
                 Ok(f) => f,
                 Err(e) => {
                     refuse(self, &tag, "BAD", &e);
                     return self.skip_literal(n, sync).await;
                 }
             };
-            date = next_date;
+            date = next.date;
         }
         let user = self.user().to_string();
         let mut deliveries = Vec::with_capacity(messages.len());

@@ -75,6 +75,8 @@ struct Session {
     state: State,
     /// IMAP4rev2 was enabled: UTF-8 mailbox names, ESEARCH for SEARCH.
     rev2: bool,
+    /// UTF8=ACCEPT was enabled (RFC 6855): UTF-8 mailbox names.
+    utf8_accept: bool,
     condstore: bool,
     qresync: bool,
     errors: usize,
@@ -99,6 +101,7 @@ pub async fn run(server: Rc<Server>, stream: Stream, peer: SocketAddr) {
         out: Vec::with_capacity(256),
         state: State::NotAuthenticated,
         rev2: false,
+        utf8_accept: false,
         condstore: false,
         qresync: false,
         errors: 0,
@@ -429,8 +432,14 @@ impl Session {
         Ok(mb)
     }
 
+    /// Mailbox names travel as UTF-8 (IMAP4rev2 or UTF8=ACCEPT), not as
+    /// modified UTF-7.
+    fn utf8_names(&self) -> bool {
+        self.rev2 || self.utf8_accept
+    }
+
     fn mailbox_name(&self, raw: &[u8]) -> Result<String, String> {
-        let name = if self.rev2 {
+        let name = if self.utf8_names() {
             String::from_utf8(raw.to_vec()).map_err(|_| "Mailbox name is not UTF-8".to_string())?
         } else {
             mutf7::decode(raw)
@@ -450,7 +459,7 @@ impl Session {
 
     /// A stored name as the client reads it, quoted.
     fn render_mailbox(&self, name: &str, out: &mut Vec<u8>) {
-        if self.rev2 {
+        if self.utf8_names() {
             super::render_string(name.as_bytes(), out);
         } else {
             super::render_string(mutf7::encode(name).as_bytes(), out);
@@ -519,6 +528,10 @@ impl Session {
                         "IMAP4REV2" => {
                             self.rev2 = true;
                             enabled.push("IMAP4rev2");
+                        }
+                        "UTF8=ACCEPT" => {
+                            self.utf8_accept = true;
+                            enabled.push("UTF8=ACCEPT");
                         }
                         "CONDSTORE" => {
                             self.condstore = true;
