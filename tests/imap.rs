@@ -518,6 +518,11 @@ fn searchres_saves_a_result_for_dollar() {
     assert_eq!(u, vec!["* ESEARCH (TAG \"t12\") MAX 3"]);
     assert_eq!(c.ok("UID SEARCH UID $"), vec!["* SEARCH 4"]);
     c.ok("COPY $ Archive");
+    // A SEARCH with SAVE that fails leaves `$` empty (RFC 5182 2.1).
+    let (_, t) = c.cmd("SEARCH RETURN (SAVE) NOSUCHKEY");
+    assert!(t.contains(" BAD "), "{t}");
+    assert_eq!(c.ok("SEARCH $"), vec!["* SEARCH"]);
+    c.ok("SEARCH RETURN (SAVE) ALL");
     let u = c.ok("STATUS Archive (MESSAGES)");
     assert_eq!(u, vec!["* STATUS \"Archive\" (MESSAGES 1)"]);
     // A new SELECT forgets the result.

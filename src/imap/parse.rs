@@ -1325,6 +1325,24 @@ pub fn append_next(line: &[u8]) -> Option<Result<MessageOpts, Bad>> {
     Some(p.sp().and_then(|()| message_opts(&mut p)))
 }
 
+/// Whether a command line is a SEARCH with `RETURN (... SAVE ...)`: when
+/// such a command fails, `$` becomes empty (RFC 5182 2.1).
+pub fn search_saves(line: &[u8]) -> bool {
+    let mut p = Parser::new(line);
+    let tag = p.take_while(|c| is_astring_char(c) && c != b'+');
+    if tag.is_empty() || !p.eat(b' ') {
+        return false;
+    }
+    if p.keyword("UID") && !p.eat(b' ') {
+        return false;
+    }
+    if !(p.keyword("SEARCH") && p.eat(b' ') && p.keyword("RETURN") && p.eat(b' ')) {
+        return false;
+    }
+    p.atom_list(false)
+        .is_ok_and(|opts| opts.iter().any(|o| o.eq_ignore_ascii_case("SAVE")))
+}
+
 /// A literal announced at the end of a line: its size and whether the
 /// client waits for a continuation (`{n}`) or not (`{n+}`).
 pub fn trailing_literal(line: &[u8]) -> Option<(u64, bool)> {

@@ -315,6 +315,11 @@ impl Session {
                     }
                 }
                 Err((tag, e)) => {
+                    if parse::search_saves(&command)
+                        && let Some(sel) = self.selected()
+                    {
+                        sel.saved = UidList::new();
+                    }
                     match tag {
                         Some(t) => self.bad(&t, &e.0),
                         None => {
