@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::hashes::{HashIndex, HashIndexBuilder};
-use super::matcher::BodyMatcher;
-use super::signature::{self, BodySignature};
+use super::matcher::{BodyMatcher, BodyMatcherBuilder};
+use super::signature;
 
 /// Everything the scanner knows: shared read-only by every scan.
 pub struct Database {
@@ -57,7 +57,7 @@ fn kind_of(name: &str) -> Option<FileKind> {
 }
 
 struct Loader {
-    body: Vec<BodySignature>,
+    body: BodyMatcherBuilder,
     hashes: HashIndexBuilder,
     ignored: HashSet<String>,
     report: LoadReport,
@@ -75,12 +75,15 @@ impl Loader {
 
     fn lines(&mut self, file: &str, kind: FileKind, reader: impl Read) -> std::io::Result<()> {
         self.report.files += 1;
-        let mut r = BufReader::with_capacity(64 * 1024, reader);
+        let mut r = BufReader::with_capacity(16 * 1024, reader);
         let mut buf = Vec::new();
         let mut n = 0u64;
         loop {
             buf.clear();
             if r.read_until(b'\n', &mut buf)? == 0 {
+                if kind == FileKind::Hash || kind == FileKind::Allow {
+                    self.hashes.end_file()?;
+                }
                 return Ok(());
             }
             n += 1;
@@ -94,7 +97,11 @@ impl Loader {
             }
             match kind {
                 FileKind::Body => match signature::parse_ndb(line) {
-                    Ok(Some(s)) => self.body.push(s),
+                    Ok(Some(s)) => {
+                        if let Err(e) = self.body.add(&s) {
+                            self.error(format!("{file}:{n}: {e}"));
+                        }
+                    }
                     Ok(None) => self.report.unsupported += 1,
                     Err(e) => self.error(format!("{file}:{n}: {e}")),
                 },
@@ -165,8 +172,10 @@ impl Database {
     /// directory means EICAR only). The hash index's files go to `work_dir`.
     /// Fails only if a file cannot be read or the index cannot be written.
     pub fn load(dir: &Path, work_dir: &Path) -> Result<Database, String> {
+        let mut body = BodyMatcherBuilder::default();
+        body.add(&signature::eicar())?;
         let mut l = Loader {
-            body: vec![signature::eicar()],
+            body,
             hashes: HashIndexBuilder::new(work_dir)
                 .map_err(|e| format!("{}: {e}", work_dir.display()))?,
             ignored: HashSet::new(),
@@ -214,7 +223,7 @@ impl Database {
         }
         report.body_signatures = l.body.len();
         report.ignored_names = l.ignored.len();
-        let body = BodyMatcher::new(l.body)?;
+        let body = l.body.build()?;
         let hashes = l
             .hashes
             .finish()

@@ -23,8 +23,13 @@ const RECORD: usize = 48;
 /// Sort key: kind and hash.
 const KEY: usize = 33;
 const ANY_SIZE: u64 = u64::MAX;
-/// Records sorted in memory at once while building (3 MiB).
-const RUN_RECORDS: usize = 65536;
+/// Records sorted in memory at once while building (768 KiB).
+const RUN_RECORDS: usize = 16384;
+/// Runs merged into one at a time: bounds the files open and the reader
+/// buffers (`MERGE_BUFFER` each) during a merge. Runs are merged in tiers,
+/// like a counter in this base, so each record is rewritten once per tier.
+const MERGE_WIDTH: usize = 32;
+const MERGE_BUFFER: usize = 4096;
 /// Longest name read back.
 const MAX_NAME: usize = 512;
 
@@ -33,7 +38,8 @@ pub struct HashIndexBuilder {
     dir: PathBuf,
     tag: String,
     run: Vec<[u8; RECORD]>,
-    runs: Vec<File>,
+    /// Sorted runs on disk with their tier (how many merges made them).
+    runs: Vec<(File, u32)>,
     names: BufWriter<File>,
     names_len: u64,
     counts: [u64; 4],
@@ -98,6 +104,10 @@ impl HashIndexBuilder {
         self.names.write_all(name)?;
         self.names.write_all(b"\n")?;
         self.names_len += name.len() as u64 + 1;
+        if self.run.capacity() == 0 {
+            // One allocation of the whole run, not a doubling series.
+            self.run.reserve_exact(RUN_RECORDS);
+        }
         self.run
             .push(record(sig.kind, &sig.hash, allow, sig.size, name_off));
         self.counts[sig.kind as usize] += 1;
@@ -105,6 +115,17 @@ impl HashIndexBuilder {
             self.spill()?;
         }
         Ok(())
+    }
+
+    /// Writes out the records in memory and frees their buffer: called at
+    /// the end of each signature file, so that loading body signatures
+    /// afterwards does not hold it too.
+    pub fn end_file(&mut self) -> std::io::Result<()> {
+        if self.run.is_empty() {
+            self.run = Vec::new();
+            return Ok(());
+        }
+        self.spill()
     }
 
     fn spill(&mut self) -> std::io::Result<()> {
@@ -115,8 +136,19 @@ impl HashIndexBuilder {
             w.write_all(r)?;
         }
         let f = w.into_inner().map_err(|e| e.into_error())?;
-        self.runs.push(f);
-        self.run.clear();
+        self.runs.push((f, 0));
+        self.run = Vec::new();
+        // Merge the last MERGE_WIDTH runs while they are of one tier.
+        while self.runs.len() >= MERGE_WIDTH {
+            let from = self.runs.len() - MERGE_WIDTH;
+            let tier = self.runs[from].1;
+            if self.runs[from..].iter().any(|r| r.1 != tier) {
+                break;
+            }
+            let group = self.runs.drain(from..).map(|r| r.0).collect();
+            let merged = merge(&self.dir, &self.tag, group)?;
+            self.runs.push((merged, tier + 1));
+        }
         Ok(())
     }
 
@@ -135,9 +167,14 @@ impl HashIndexBuilder {
         }
         let names = self.names.into_inner().map_err(|e| e.into_error())?;
         let records = if self.runs.len() == 1 {
-            self.runs.remove(0)
+            self.runs.remove(0).0
         } else {
-            merge(&self.dir, &self.tag, std::mem::take(&mut self.runs))?
+            let runs = std::mem::take(&mut self.runs);
+            merge(
+                &self.dir,
+                &self.tag,
+                runs.into_iter().map(|r| r.0).collect(),
+            )?
         };
         Ok(HashIndex {
             records: Some(records),
@@ -173,7 +210,7 @@ fn merge(dir: &Path, tag: &str, runs: Vec<File>) -> std::io::Result<File> {
         let len = f.metadata()?.len();
         let mut f = f;
         std::io::Seek::rewind(&mut f)?;
-        readers.push(BufReader::with_capacity(16 * 1024, f.take(len)));
+        readers.push(BufReader::with_capacity(MERGE_BUFFER, f.take(len)));
     }
     let mut heap = BinaryHeap::new();
     let next = |r: &mut BufReader<_>| -> std::io::Result<Option<[u8; RECORD]>> {
@@ -308,8 +345,8 @@ mod tests {
     fn spilled_runs_merge_into_one_sorted_index() {
         let dir = std::env::temp_dir();
         let mut b = HashIndexBuilder::new(&dir).unwrap();
-        // Out of order, more than two runs.
-        let n = RUN_RECORDS as u32 * 2 + 17;
+        // Out of order, enough runs for a merge tier.
+        let n = (RUN_RECORDS * (MERGE_WIDTH + 2)) as u32 + 17;
         for i in 0..n {
             let k = (i.wrapping_mul(2_654_435_761)) % n;
             b.add(&sig(HashKind::Md5, k, Some(k as u64)), false)

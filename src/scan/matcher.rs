@@ -5,9 +5,8 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
-use super::signature::{
-    BodySignature, MAX_EOF_OFFSET, MAX_PART_SPAN, Offset, Target, Token, part_spans,
-};
+use super::compiled::{Compiled, Program, Sig, Tok};
+use super::signature::{BodySignature, MAX_EOF_OFFSET, MAX_PART_SPAN, Offset, Target, part_spans};
 
 /// Verification steps allowed per anchor hit, and per window over all hits:
 /// bound the backtracking of signatures with gaps on adversarial input
@@ -30,14 +29,131 @@ pub enum ObjectKind {
 }
 
 pub struct BodyMatcher {
-    signatures: Vec<BodySignature>,
-    /// Anchor number -> signatures sharing that anchor.
-    by_anchor: Vec<Vec<u32>>,
+    signatures: Compiled,
+    /// Anchor number n -> the signatures sharing it:
+    /// `anchor_sigs[anchor_first[n]..anchor_first[n + 1]]`, in load order.
+    anchor_first: Vec<u32>,
+    anchor_sigs: Vec<u32>,
     search: Option<AhoCorasick>,
     /// How far stream windows must overlap: the longest part span.
     overlap: usize,
     /// How many bytes before the end `EOF-n` signatures need.
     tail: usize,
+}
+
+/// Body signatures added one at a time as they are parsed, so that only
+/// the compact form is ever held for all of them.
+pub struct BodyMatcherBuilder {
+    signatures: Compiled,
+    /// Every signature's anchor, back to back (freed once built).
+    anchors: Vec<u8>,
+    anchor_ends: Vec<u32>,
+    overlap: usize,
+    tail: usize,
+}
+
+impl Default for BodyMatcherBuilder {
+    fn default() -> Self {
+        BodyMatcherBuilder {
+            signatures: Compiled::default(),
+            anchors: Vec::new(),
+            anchor_ends: Vec::new(),
+            overlap: 1,
+            tail: 0,
+        }
+    }
+}
+
+impl BodyMatcherBuilder {
+    pub fn len(&self) -> usize {
+        self.signatures.len()
+    }
+
+    pub fn add(&mut self, s: &BodySignature) -> Result<(), String> {
+        self.signatures.push(s)?;
+        self.anchors.extend_from_slice(&s.anchor);
+        self.anchor_ends.push(
+            u32::try_from(self.anchors.len()).map_err(|_| "anchors exceed 4 GiB".to_string())?,
+        );
+        let span = part_spans(&s.tokens).max().unwrap_or(0);
+        self.overlap = self.overlap.max(span.min(MAX_PART_SPAN) as usize);
+        if let Offset::End(n, _) = s.offset {
+            self.tail = self.tail.max(n.min(MAX_EOF_OFFSET) as usize);
+        }
+        Ok(())
+    }
+
+    pub fn build(self) -> Result<BodyMatcher, String> {
+        let BodyMatcherBuilder {
+            mut signatures,
+            anchors,
+            anchor_ends,
+            overlap,
+            tail,
+        } = self;
+        signatures.shrink_to_fit();
+        let n = anchor_ends.len();
+        let anchor = |i: usize| -> &[u8] {
+            let start = if i == 0 {
+                0
+            } else {
+                anchor_ends[i - 1] as usize
+            };
+            &anchors[start..anchor_ends[i] as usize]
+        };
+        // Signatures sharing an anchor share its pattern; patterns are
+        // numbered in the order their first signature was loaded.
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_by(|&a, &b| anchor(a as usize).cmp(anchor(b as usize)));
+        let mut groups: Vec<(u32, u32)> = Vec::new(); // (first signature, start in order)
+        for (k, &i) in order.iter().enumerate() {
+            let new = k == 0 || anchor(order[k - 1] as usize) != anchor(i as usize);
+            if new {
+                groups.push((i, k as u32));
+            }
+        }
+        let group_ends: Vec<u32> = groups
+            .iter()
+            .skip(1)
+            .map(|g| g.1)
+            .chain([n as u32])
+            .collect();
+        let mut by_first: Vec<u32> = (0..groups.len() as u32).collect();
+        by_first.sort_by_key(|&g| groups[g as usize].0);
+        let mut anchor_first = Vec::with_capacity(groups.len() + 1);
+        let mut anchor_sigs = Vec::with_capacity(n);
+        for &g in &by_first {
+            anchor_first.push(anchor_sigs.len() as u32);
+            let (_, start) = groups[g as usize];
+            anchor_sigs.extend_from_slice(&order[start as usize..group_ends[g as usize] as usize]);
+        }
+        anchor_first.push(anchor_sigs.len() as u32);
+        let search = if n == 0 {
+            None
+        } else {
+            let patterns = by_first
+                .iter()
+                .map(|&g| anchor(groups[g as usize].0 as usize));
+            Some(
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::Standard)
+                    .kind(Some(AhoCorasickKind::ContiguousNFA))
+                    // Dense tables for shallow states cost 1 KiB each: with
+                    // thousands of anchors that is most of the memory.
+                    .dense_depth(0)
+                    .build(patterns)
+                    .map_err(|e| format!("building the signature automaton: {e}"))?,
+            )
+        };
+        Ok(BodyMatcher {
+            signatures,
+            anchor_first,
+            anchor_sigs,
+            search,
+            overlap,
+            tail,
+        })
+    }
 }
 
 /// Signatures with unbounded gaps (`*`, `{n-}`) are matched a part at a
@@ -64,45 +180,11 @@ pub struct Window<'d> {
 
 impl BodyMatcher {
     pub fn new(signatures: Vec<BodySignature>) -> Result<BodyMatcher, String> {
-        let mut anchors: Vec<Vec<u8>> = Vec::new();
-        let mut index: std::collections::HashMap<Vec<u8>, usize> = Default::default();
-        let mut by_anchor: Vec<Vec<u32>> = Vec::new();
-        let (mut overlap, mut tail) = (1usize, 0usize);
-        for (i, s) in signatures.iter().enumerate() {
-            let n = *index.entry(s.anchor.clone()).or_insert_with(|| {
-                anchors.push(s.anchor.clone());
-                by_anchor.push(Vec::new());
-                anchors.len() - 1
-            });
-            by_anchor[n].push(i as u32);
-            let span = part_spans(&s.tokens).max().unwrap_or(0);
-            overlap = overlap.max(span.min(MAX_PART_SPAN) as usize);
-            if let Offset::End(n, _) = s.offset {
-                tail = tail.max(n.min(MAX_EOF_OFFSET) as usize);
-            }
+        let mut b = BodyMatcherBuilder::default();
+        for s in &signatures {
+            b.add(s)?;
         }
-        drop(index);
-        let search = if anchors.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasickBuilder::new()
-                    .match_kind(MatchKind::Standard)
-                    .kind(Some(AhoCorasickKind::ContiguousNFA))
-                    // Dense tables for shallow states cost 1 KiB each: with
-                    // thousands of anchors that is most of the memory.
-                    .dense_depth(0)
-                    .build(&anchors)
-                    .map_err(|e| format!("building the signature automaton: {e}"))?,
-            )
-        };
-        Ok(BodyMatcher {
-            signatures,
-            by_anchor,
-            search,
-            overlap,
-            tail,
-        })
+        b.build()
     }
 
     /// Bytes a stream must keep from one window to the next: enough for
@@ -149,17 +231,19 @@ impl BodyMatcher {
         let search = self.search.as_ref()?;
         let mut window_budget = WINDOW_BUDGET;
         let mut next = NextByte::new();
-        let mut run = |tokens: &[Token], at: usize, least: bool, next: &mut NextByte| {
+        let mut run = |program: Program, at: usize, least: bool, next: &mut NextByte| {
             let given = VERIFY_BUDGET.min(window_budget).max(MIN_BUDGET);
             let mut budget = given;
-            let end = match_end(tokens, w.data, at, &mut budget, next, least);
+            let end = match_end(program, w.data, at, &mut budget, next, least);
             window_budget = window_budget.saturating_sub(given - budget);
             end
         };
         for hit in search.find_overlapping_iter(w.data) {
-            for &i in &self.by_anchor[hit.pattern().as_usize()] {
-                let sig = &self.signatures[i as usize];
-                if !self.applies(sig, w) {
+            let n = hit.pattern().as_usize();
+            let (from, to) = (self.anchor_first[n], self.anchor_first[n + 1]);
+            for &i in &self.anchor_sigs[from as usize..to as usize] {
+                let sig = self.signatures.get(i as usize);
+                if !applies(&sig, w) {
                     continue;
                 }
                 let Some(start) = hit.start().checked_sub(sig.anchor_at) else {
@@ -168,14 +252,14 @@ impl BodyMatcher {
                 if !offset_ok(sig.offset, w.base + start as u64, w.total) {
                     continue;
                 }
-                let mut parts = parts(&sig.tokens);
+                let mut parts = sig.program.parts();
                 let Some((gap, first)) = parts.next() else {
                     continue;
                 };
                 if parts.next().is_none() {
                     // One part: a match is the signature found.
-                    if run(first, start, false, &mut next).is_some() && !skip(&sig.name) {
-                        return Some(&sig.name);
+                    if run(first, start, false, &mut next).is_some() && !skip(sig.name) {
+                        return Some(sig.name);
                     }
                     continue;
                 }
@@ -197,11 +281,11 @@ impl BodyMatcher {
         let owned = w.data.len() - w.carried.min(w.data.len());
         let mut done: Vec<u32> = Vec::new();
         for (&i, state) in chains.next.iter_mut() {
-            let sig = &self.signatures[i as usize];
-            if !self.applies(sig, w) {
+            let sig = self.signatures.get(i as usize);
+            if !applies(&sig, w) {
                 continue;
             }
-            while let Some((gap, part)) = parts(&sig.tokens).nth(state.0 as usize) {
+            while let Some((gap, part)) = sig.program.parts().nth(state.0 as usize) {
                 let from = state.1.saturating_sub(w.base) as usize;
                 let Some(end) = find_part(
                     part,
@@ -216,75 +300,43 @@ impl BodyMatcher {
                 state.0 += 1;
                 state.1 = w.base + end as u64 + gap;
             }
-            if parts(&sig.tokens).nth(state.0 as usize).is_none() {
+            if sig.program.parts().nth(state.0 as usize).is_none() {
                 done.push(i);
             }
         }
         done.sort_unstable();
         for i in done {
             chains.next.remove(&i);
-            let sig = &self.signatures[i as usize];
-            if !skip(&sig.name) {
-                return Some(&sig.name);
+            let sig = self.signatures.get(i as usize);
+            if !skip(sig.name) {
+                return Some(sig.name);
             }
         }
         None
     }
-
-    fn applies(&self, sig: &BodySignature, w: &Window) -> bool {
-        let kind = match sig.target {
-            Target::Any => w.kind != ObjectKind::Text,
-            Target::Mail => w.kind == ObjectKind::Mail,
-            Target::Text => w.kind == ObjectKind::Text,
-        };
-        kind && (w.total.is_some() || !matches!(sig.offset, Offset::End(..)))
-    }
 }
 
-/// A signature's parts: the token runs between unbounded gaps, each with
-/// the least gap that must follow it (0 after the last).
-fn parts(tokens: &[Token]) -> impl Iterator<Item = (u64, &[Token])> {
-    let mut rest = tokens;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        match rest
-            .iter()
-            .position(|t| matches!(t, Token::Gap { max: None, .. }))
-        {
-            Some(k) => {
-                let Token::Gap { min, .. } = rest[k] else {
-                    return None;
-                };
-                let part = &rest[..k];
-                rest = &rest[k + 1..];
-                Some((min, part))
-            }
-            None => {
-                let part = rest;
-                rest = &[];
-                Some((0, part))
-            }
-        }
-    })
+fn applies(sig: &Sig, w: &Window) -> bool {
+    let kind = match sig.target {
+        Target::Any => w.kind != ObjectKind::Text,
+        Target::Mail => w.kind == ObjectKind::Mail,
+        Target::Text => w.kind == ObjectKind::Text,
+    };
+    kind && (w.total.is_some() || !matches!(sig.offset, Offset::End(..)))
 }
 
 /// The earliest end of a match of a part (tried by `try_at`) starting at or
 /// after `from` and before `owned`. Matches starting past the first one
 /// found are tried while they could still end before it.
 fn find_part(
-    part: &[Token],
+    part: Program,
     data: &[u8],
     from: usize,
     owned: usize,
     try_at: &mut dyn FnMut(usize, &mut NextByte) -> Option<usize>,
     next: &mut NextByte,
 ) -> Option<usize> {
-    let first_byte = match part.first() {
-        Some(Token::Fixed(b)) if b[0].1 == 0xff => Some(b[0].0),
-        _ => None,
-    };
+    let first_byte = part.first_exact_byte();
     let mut best: Option<usize> = None;
     let mut p = from;
     while p < best.unwrap_or(owned).min(owned) {
@@ -349,7 +401,7 @@ impl NextByte {
 /// (for chaining the next part). Alternatives and gaps backtrack, within
 /// `budget` steps.
 fn match_end(
-    tokens: &[Token],
+    program: Program,
     data: &[u8],
     at: usize,
     budget: &mut u32,
@@ -360,7 +412,7 @@ fn match_end(
         return None;
     }
     *budget -= 1;
-    let Some((first, rest)) = tokens.split_first() else {
+    let Some((first, rest)) = program.split_first() else {
         return Some(at);
     };
     let mut best: Option<usize> = None;
@@ -371,34 +423,41 @@ fn match_end(
         best.is_some() && !least
     };
     match first {
-        Token::Fixed(bytes) => {
-            let slice = data.get(at..at + bytes.len())?;
-            if !slice.iter().zip(bytes).all(|(&d, &(v, m))| d & m == v & m) {
+        Tok::Exact(bytes) => {
+            if data.get(at..at + bytes.len())? != bytes {
                 return None;
             }
             return match_end(rest, data, at + bytes.len(), budget, next, least);
         }
-        Token::Alt(alts) => {
+        Tok::Masked { values, masks } => {
+            let slice = data.get(at..at + values.len())?;
+            let same = slice
+                .iter()
+                .zip(values.iter().zip(masks))
+                .all(|(&d, (&v, &m))| d & m == v & m);
+            if !same {
+                return None;
+            }
+            return match_end(rest, data, at + values.len(), budget, next, least);
+        }
+        Tok::Alt(alts) => {
             for alt in alts {
-                if data.get(at..at + alt.len()) == Some(alt.as_slice())
+                if data.get(at..at + alt.len()) == Some(alt)
                     && keep(match_end(rest, data, at + alt.len(), budget, next, least))
                 {
                     break;
                 }
             }
         }
-        Token::Gap { min, max } => {
-            let lo = at.saturating_add(*min as usize);
+        Tok::Gap { min, max } => {
+            let lo = at.saturating_add(min as usize);
             let hi = match max {
-                Some(m) => at.saturating_add(*m as usize).min(data.len()),
+                Some(m) => at.saturating_add(m as usize).min(data.len()),
                 None => data.len(),
             };
             // The next token is bytes (gaps never end a signature); jump to
             // where its first exact byte occurs instead of trying each place.
-            let first_byte = match rest.first() {
-                Some(Token::Fixed(b)) if b[0].1 == 0xff => Some(b[0].0),
-                _ => None,
-            };
+            let first_byte = rest.first_exact_byte();
             let mut p = lo;
             while p <= hi {
                 if let Some(fb) = first_byte {

@@ -24,6 +24,7 @@
 //! ```
 
 pub mod cli;
+mod compiled;
 mod database;
 mod decode;
 pub mod delivery;

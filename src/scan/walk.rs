@@ -314,6 +314,36 @@ impl<'a> Object<'a> {
     }
 }
 
+/// How a zip entry's bytes are decoded. The common methods are decoded
+/// here from the entry's raw bytes rather than by the zip crate: its one
+/// read function holds every method's decoder, and shrink's 128 KiB table
+/// built on the stack gives it a 256 KiB frame, probed page by page on
+/// every call, so that any zip entry left that much stack in the RSS.
+#[derive(Clone, Copy, PartialEq)]
+enum ZipDecoder {
+    Stored,
+    Deflate,
+    Deflate64,
+    Bzip2,
+    /// By the zip crate (the legacy methods), or unreadable.
+    Zip,
+}
+
+fn zip_decoder(method: zip::CompressionMethod) -> ZipDecoder {
+    use zip::CompressionMethod as M;
+    if method == M::STORE {
+        ZipDecoder::Stored
+    } else if method == M::DEFLATE {
+        ZipDecoder::Deflate
+    } else if method == M::DEFLATE64 {
+        ZipDecoder::Deflate64
+    } else if method == M::BZIP2 {
+        ZipDecoder::Bzip2
+    } else {
+        ZipDecoder::Zip
+    }
+}
+
 /// No NUL in the first KiB: worth looking for uuencoded files in.
 fn looks_like_text(head: &[u8]) -> bool {
     !head[..head.len().min(HEAD)].contains(&0)
@@ -559,7 +589,10 @@ impl<'a> Walker<'a> {
     /// to the first damage (what inflated so far is scanned).
     fn entry(&mut self, mut reader: impl Read, depth: usize) -> Scan {
         let mut obj = Object::new(self.db, ObjectKind::Other, depth, false);
-        let mut buf = [0u8; READ_CHUNK];
+        // On the heap and freed before unpacking what the entry holds: on
+        // the stack it made every nesting level's frames 40 KB (the stack
+        // pages a deep archive touched stayed in the RSS).
+        let mut buf = vec![0u8; READ_CHUNK];
         loop {
             let n = match reader.read(&mut buf) {
                 Ok(0) | Err(_) => break,
@@ -569,6 +602,8 @@ impl<'a> Walker<'a> {
                 return Ok(limit);
             }
         }
+        drop(buf);
+        drop(reader);
         obj.finish(self)
     }
 
@@ -630,6 +665,21 @@ impl<'a> Walker<'a> {
         verdict
     }
 
+    /// A Deflate64 zip entry, from its raw bytes: deflate64 builds its
+    /// 128 KiB window on the stack, so only Deflate64 entries should pay
+    /// for that frame.
+    #[inline(never)]
+    fn deflate64_entry(&mut self, raw: impl Read, depth: usize) -> Scan {
+        self.entry(deflate64::Deflate64Decoder::new(raw), depth)
+    }
+
+    /// An entry decoded by the zip crate (the legacy methods: shrink,
+    /// reduce, implode). Kept out of `zip` so that its frame stays small.
+    #[inline(never)]
+    fn zip_decoded_entry(&mut self, entry: impl Read, depth: usize) -> Scan {
+        self.entry(entry, depth)
+    }
+
     fn zip(&mut self, spool: Spool, depth: usize) -> Scan {
         // Not a readable archive: its bytes were matched as they are.
         let Ok(mut archive) = zip::ZipArchive::new(spool) else {
@@ -640,7 +690,16 @@ impl<'a> Walker<'a> {
         }
         for i in 0..archive.len() {
             // Encrypted entries and unsupported methods cannot be read.
-            let Ok(mut entry) = archive.by_index(i) else {
+            let method = match archive.by_index_raw(i) {
+                Ok(e) if !e.encrypted() => e.compression(),
+                _ => continue,
+            };
+            let decoder = zip_decoder(method);
+            let entry = match decoder {
+                ZipDecoder::Zip => archive.by_index(i),
+                _ => archive.by_index_raw(i),
+            };
+            let Ok(entry) = entry else {
                 continue;
             };
             if entry.is_dir() {
@@ -655,7 +714,17 @@ impl<'a> Walker<'a> {
             if self.total.saturating_add(declared) > self.limits.max_total_size {
                 return Ok(Finding::Limit(LIMIT_TOTAL.into()));
             }
-            let r = self.entry(&mut entry, depth)?;
+            // By value: the entry's decompressor is freed before what it
+            // holds is unpacked.
+            let r = match decoder {
+                ZipDecoder::Stored => self.entry(entry, depth)?,
+                ZipDecoder::Deflate => {
+                    self.entry(flate2::read::DeflateDecoder::new(entry), depth)?
+                }
+                ZipDecoder::Bzip2 => self.entry(bzip2::read::BzDecoder::new(entry), depth)?,
+                ZipDecoder::Deflate64 => self.deflate64_entry(entry, depth)?,
+                ZipDecoder::Zip => self.zip_decoded_entry(entry, depth)?,
+            };
             if r != Finding::Clean {
                 return Ok(r);
             }
