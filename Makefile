@@ -13,7 +13,7 @@ IMAGE_DIR ?= $(TARGET_DIR)/image
 IMAGE_TEST_READ ?= imap
 
 .PHONY: build release run test lint bench bench-spam clean \
-	aarch64 armv7 armv6 test-aarch64 test-armv7 test-armv6 image image-test image-deps
+	aarch64 armv7 armv6 test-aarch64 test-armv7 test-armv6 image image-test image-boot image-deps
 
 build:
 	$(CARGO) build --locked
@@ -81,6 +81,10 @@ image: image-deps aarch64
 
 # Boots the image under qemu and sends and reads back a message.
 image-test: image
+	@$(MAKE) --no-print-directory image-boot
+
+# The boot test alone, of the image `make image` last built.
+image-boot:
 	READ_BACK=$(IMAGE_TEST_READ) bash image/boottest.sh $(IMAGE_DIR)/pimail-arm64.img
 
 clean:
