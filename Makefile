@@ -68,8 +68,9 @@ test-armv6:
 
 # Host packages for the image (needs root): mmdebstrap with qemu-user
 # binfmt for the arm64 maintainer scripts, image tools, qemu-system for
-# image-test. qemu comes from bookworm-backports where Debian 12 has it,
-# so that bookworm's 7.2 does not replace (and remove) a backports qemu-utils.
+# image-test, qemu-user for board/cross.sh's checks. qemu comes from
+# bookworm-backports where Debian 12 has it, so that bookworm's 7.2 does
+# not replace (and remove) a backports qemu-utils.
 image-deps:
 	bash image/host-deps.sh
 

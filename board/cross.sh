@@ -90,7 +90,10 @@ fi
 
 if [ "$mode" = test ]; then
     # The runner in .cargo/config.toml runs each test binary under qemu-user,
-    # on the same CPU as above.
+    # on the same CPU as above. Optimized: emulation makes unoptimized code
+    # some 20 times slower than native, past the time bounds some tests set
+    # (scan's pathological_gaps_stay_bounded); debug assertions stay on.
+    export CARGO_PROFILE_DEV_OPT_LEVEL=2
     exec "$cargo" test --locked --target "$triple" "${build_std[@]}" --lib --bins -- --test-threads=2
 fi
 
