@@ -13,7 +13,7 @@ IMAGE_DIR ?= $(TARGET_DIR)/image
 IMAGE_TEST_READ ?= imap
 
 .PHONY: build release run test lint bench bench-spam clean \
-	aarch64 armv7 armv6 cross test-aarch64 image image-test image-deps
+	aarch64 armv7 armv6 test-aarch64 test-armv7 test-armv6 image image-test image-boot image-deps
 
 build:
 	$(CARGO) build --locked
@@ -48,35 +48,29 @@ bench:
 bench-spam: release
 	bash benches/spam/run.sh
 
-# Static ARM binaries (musl), each with its Debian cross compiler as linker
-# and as ring's C compiler (see .cargo/config.toml).
+# Static ARM binaries (musl); board/cross.sh says how each is built (the
+# 32-bit ones compile std from source: rustup has no std for them) and
+# checks the result under qemu-user.
 aarch64:  # Pi 3/4/Zero 2 W with a 64-bit OS, generic arm64 boards
-	@$(MAKE) --no-print-directory cross TRIPLE=aarch64-unknown-linux-musl GNU=aarch64-linux-gnu
+	bash board/cross.sh build aarch64-unknown-linux-musl
 armv7:    # Pi 2/3/Zero 2 W with 32-bit Raspberry Pi OS
-	@$(MAKE) --no-print-directory cross TRIPLE=armv7-unknown-linux-musleabihf GNU=arm-linux-gnueabihf
-armv6:    # Pi 1, Zero W
-	@$(MAKE) --no-print-directory cross TRIPLE=arm-unknown-linux-musleabihf GNU=arm-linux-gnueabihf
+	bash board/cross.sh build armv7-unknown-linux-musleabihf
+armv6:    # Pi 1, Zero W (ARMv6, soft float)
+	bash board/cross.sh build arm-unknown-linux-musleabi
 
-cross:
-	@command -v $(GNU)-gcc >/dev/null || apt-get install -y -qq --no-install-recommends gcc-$(GNU) >/dev/null
-	@rustup target list --installed | grep -qx $(TRIPLE) || rustup target add $(TRIPLE)
-	$(CARGO) build --locked --release --target $(TRIPLE)
-	@bin=$(TARGET_DIR)/$(TRIPLE)/release/pimail; \
-	$(GNU)-strip -o $$bin.stripped $$bin; \
-	if $(GNU)-readelf -l $$bin | grep -q INTERP; then link=dynamic; else link=static; fi; \
-	echo "$(TRIPLE): $$bin, $$link, stripped $$(stat -c %s $$bin.stripped) bytes ($$(( $$(stat -c %s $$bin.stripped) / 1024 )) KiB)"
-
-# The unit tests (library and binary) for aarch64, run under qemu-user.
+# The unit tests (library and binary) for each ARM target, under qemu-user.
 test-aarch64:
-	@command -v aarch64-linux-gnu-gcc >/dev/null || apt-get install -y -qq --no-install-recommends gcc-aarch64-linux-gnu >/dev/null
-	@command -v qemu-aarch64 >/dev/null || apt-get install -y -qq --no-install-recommends qemu-user >/dev/null
-	@rustup target list --installed | grep -qx aarch64-unknown-linux-musl || rustup target add aarch64-unknown-linux-musl
-	$(CARGO) test --locked --target aarch64-unknown-linux-musl --lib --bins -- --test-threads=2
+	bash board/cross.sh test aarch64-unknown-linux-musl
+test-armv7:
+	bash board/cross.sh test armv7-unknown-linux-musleabihf
+test-armv6:
+	bash board/cross.sh test arm-unknown-linux-musleabi
 
 # Host packages for the image (needs root): mmdebstrap with qemu-user
 # binfmt for the arm64 maintainer scripts, image tools, qemu-system for
-# image-test. qemu comes from bookworm-backports where Debian 12 has it,
-# so that bookworm's 7.2 does not replace (and remove) a backports qemu-utils.
+# image-test, qemu-user for board/cross.sh's checks. qemu comes from
+# bookworm-backports where Debian 12 has it, so that bookworm's 7.2 does
+# not replace (and remove) a backports qemu-utils.
 image-deps:
 	bash image/host-deps.sh
 
@@ -88,6 +82,10 @@ image: image-deps aarch64
 
 # Boots the image under qemu and sends and reads back a message.
 image-test: image
+	@$(MAKE) --no-print-directory image-boot
+
+# The boot test alone, of the image `make image` last built.
+image-boot:
 	READ_BACK=$(IMAGE_TEST_READ) bash image/boottest.sh $(IMAGE_DIR)/pimail-arm64.img
 
 clean:

@@ -29,7 +29,7 @@ cp -a "$rootfs/etc" "$stage/etc"
 
 # The product: binary, units, service user, marker for `pimail firstboot`.
 install -m 755 "$bin" "$stage/usr/bin/pimail"
-install -m 644 systemd/pimail.service systemd/pimail-firstboot.service "$stage/usr/lib/systemd/system/"
+install -m 644 systemd/pimail.service systemd/pimail-firstboot.service systemd/pimail.socket "$stage/usr/lib/systemd/system/"
 install -D -m 644 systemd/pimail.sysusers "$stage/usr/lib/sysusers.d/pimail.conf"
 # Create the user now rather than trusting systemd-sysusers.service's
 # ConditionNeedsUpdate= on the first boot.

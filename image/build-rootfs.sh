@@ -15,6 +15,19 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 packages=systemd,systemd-sysv,systemd-resolved,systemd-timesyncd,udev,dbus,kmod,iproute2,netbase,ca-certificates,\
 initramfs-tools,zstd,linux-image-arm64,raspi-firmware,fdisk,e2fsprogs,dosfstools,openssh-server,wpasupplicant,firmware-brcm80211
 
+# Kernel modules a headless mail server has no use for (graphics, video and
+# sound, InfiniBand, industrial sensors, staging drivers such as the Pi's
+# camera and audio). dpkg matches these against the paths in the package,
+# and bookworm's linux-image ships /lib/modules/... (the /usr/lib path only
+# exists through the usrmerge symlink), so the /lib form is the one that
+# works; the /usr/lib form is for trixie, whose packages ship under /usr.
+trim_modules="drivers/gpu drivers/media drivers/infiniband drivers/iio drivers/staging sound"
+trim_opts=()
+for dir in $trim_modules; do
+    trim_opts+=("--dpkgopt=path-exclude=/lib/modules/*/kernel/$dir/*"
+                "--dpkgopt=path-exclude=/usr/lib/modules/*/kernel/$dir/*")
+done
+
 key=$( { echo "$suite $mirror $packages"; cat "$0";
          find image/overlay image/initramfs board/raspi -type f -print0 | sort -z \
            | xargs -0 sha256sum; find image/overlay image/initramfs -printf '%p %m\n' | sort; } \
@@ -37,10 +50,7 @@ mmdebstrap --mode=root --architectures=arm64 --variant=apt \
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/locale/locale.alias' \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   --dpkgopt='path-exclude=/usr/share/info/*' \
-  --dpkgopt='path-exclude=/usr/lib/modules/*/kernel/drivers/gpu/*' \
-  --dpkgopt='path-exclude=/usr/lib/modules/*/kernel/drivers/media/*' \
-  --dpkgopt='path-exclude=/usr/lib/modules/*/kernel/drivers/infiniband/*' \
-  --dpkgopt='path-exclude=/usr/lib/modules/*/kernel/sound/*' \
+  "${trim_opts[@]}" \
   --essential-hook='mkdir -p "$1/etc/initramfs-tools"' \
   --essential-hook='sync-in image/initramfs /etc/initramfs-tools' \
   --customize-hook='sync-in image/overlay /' \
@@ -56,6 +66,14 @@ mmdebstrap --mode=root --architectures=arm64 --variant=apt \
   --customize-hook='rm -f "$1/etc/machine-id" "$1"/var/lib/dbus/machine-id; touch "$1/etc/machine-id"; rm -f "$1"/etc/ssh/ssh_host_*' \
   "$suite" "$out.tmp" "$mirror" \
   "deb ${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security} $suite-security main non-free-firmware"
+# The trim must really have happened (it silently did nothing while the
+# patterns named /usr/lib/modules).
+for dir in $trim_modules; do
+    if compgen -G "$out.tmp/usr/lib/modules/*/kernel/$dir/*" >/dev/null; then
+        echo "build-rootfs.sh: kernel/$dir was not trimmed from $out.tmp" >&2
+        exit 1
+    fi
+done
 mv "$out.tmp" "$out"
 echo "rootfs built in $(( $(date +%s) - start )) s: $out ($(du -sh "$out" | cut -f1))" >&2
 # Older cached trees are of no further use.

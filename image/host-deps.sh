@@ -27,9 +27,9 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SOURCES
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends -t bookworm-backports \
-            qemu-system-arm qemu-utils qemu-user-static >/dev/null
+            qemu-system-arm qemu-utils qemu-user qemu-user-static >/dev/null
     else
-        apt-get install -y -qq --no-install-recommends qemu-system-arm qemu-utils qemu-user-static >/dev/null
+        apt-get install -y -qq --no-install-recommends qemu-system-arm qemu-utils qemu-user qemu-user-static >/dev/null
     fi
 fi
 # binfmt_misc is not always mounted (containers, VMs without systemd).

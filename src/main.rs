@@ -19,8 +19,11 @@ use store::{Store, StoreError};
 /// pimail: SMTP, IMAP and POP3 mail server for small boards, in one binary.
 #[derive(FromArgs)]
 struct Cli {
+    /// print the version and the machine it was built for, and exit
+    #[argh(switch)]
+    version: bool,
     #[argh(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(FromArgs)]
@@ -422,13 +425,40 @@ fn main() -> ExitCode {
             };
         }
     };
-    match run(cli.command) {
+    let command = match (cli.version, cli.command) {
+        (true, _) => {
+            println!("{}", version_line());
+            return ExitCode::SUCCESS;
+        }
+        (false, Some(command)) => command,
+        (false, None) => {
+            eprintln!("pimail: expected a command; see `{name} help`");
+            return ExitCode::from(2);
+        }
+    };
+    match run(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(code, msg)) => {
             eprintln!("pimail: {msg}");
             ExitCode::from(code)
         }
     }
+}
+
+/// `pimail --version`: which build this is, and for which machine (so that
+/// a cross-built binary says what it was built for).
+fn version_line() -> String {
+    format!(
+        "pimail {} ({}-{}-{})",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH,
+        std::env::consts::OS,
+        if cfg!(target_env = "musl") {
+            "musl"
+        } else {
+            "gnu"
+        },
+    )
 }
 
 fn load(flag: Option<&Path>) -> Result<Config, Failure> {

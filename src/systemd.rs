@@ -46,3 +46,30 @@ pub fn watchdog_interval() -> Option<std::time::Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
 }
+
+/// The listening sockets the service manager passed (socket activation,
+/// sd_listen_fds(3)), each with its name from LISTEN_FDNAMES (the socket
+/// unit's FileDescriptorName=, by default the unit's name). Empty when none
+/// were passed, or when they were meant for another process (LISTEN_PID).
+/// listenfd holds the one unsafe step, taking ownership of fd 3 onwards.
+pub fn passed_listeners() -> std::io::Result<Vec<(String, std::net::TcpListener)>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    let mut names = names.split(':');
+    let mut passed = Vec::new();
+    for index in 0..fds.len() {
+        let name = names.next().unwrap_or_default().to_string();
+        let fd = index + 3; // SD_LISTEN_FDS_START
+        match fds.take_tcp_listener(index) {
+            Ok(Some(listener)) => passed.push((name, listener)),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("fd {fd} ({name:?}) is not a TCP stream socket: {e}"),
+                ));
+            }
+        }
+    }
+    Ok(passed)
+}

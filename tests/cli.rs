@@ -54,6 +54,19 @@ fn help_for_every_subcommand() {
 }
 
 #[test]
+fn version_names_the_release_and_the_machine() {
+    let out = run(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let expected = format!(
+        "pimail {} ({}-linux-",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    );
+    assert!(text.starts_with(&expected), "{text:?}: not {expected:?}...");
+}
+
+#[test]
 fn config_errors_exit_2_naming_file_and_key() {
     let inst = Instance::new("cfgerr", |t| t);
     let text = std::fs::read_to_string(&inst.config).unwrap();

@@ -5,6 +5,7 @@
 use std::process::Command;
 
 const UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/pimail.service");
+const SOCKET_UNIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/pimail.socket");
 const MAX_EXPOSURE: f64 = 2.0;
 
 #[test]
@@ -62,4 +63,33 @@ fn unit_has_notify_watchdog_reload_and_the_one_capability() {
     }
     // PrivateUsers=yes would make the capability useless for binding port 25.
     assert!(!unit.contains("PrivateUsers=yes"));
+}
+
+#[test]
+fn socket_unit_listens_on_each_standard_port_once() {
+    use pimail::server::Service;
+    let unit = std::fs::read_to_string(SOCKET_UNIT).unwrap();
+    let mut ports: Vec<u16> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("ListenStream="))
+        .map(|p| {
+            p.parse()
+                .unwrap_or_else(|e| panic!("{SOCKET_UNIT}: ListenStream={p}: {e}"))
+        })
+        .collect();
+    ports.sort_unstable();
+    let mut expected: Vec<u16> = pimail::config::STANDARD_PORTS
+        .iter()
+        .map(|&(_, p)| p)
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(ports, expected, "{SOCKET_UNIT}");
+    // With no FileDescriptorName=, systemd names every socket after the
+    // unit; pimail must still tell the services apart, by port.
+    assert!(!unit.lines().any(|l| l.starts_with("FileDescriptorName=")));
+    for (name, port) in pimail::config::STANDARD_PORTS {
+        let service = Service::for_passed_socket("pimail.socket", port);
+        assert_eq!(service.map(Service::name), Some(name), "port {port}");
+    }
+    assert!(unit.lines().any(|l| l == "WantedBy=sockets.target"));
 }

@@ -215,6 +215,44 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// A listening socket and what it serves.
+struct Listening {
+    service: Service,
+    addr: SocketAddr,
+    listener: Async<TcpListener>,
+    /// How it came to be, for the log: bound by pimail, or passed by systemd.
+    origin: &'static str,
+}
+
+/// The listening sockets systemd passed (socket activation), each with the
+/// service it is for: see [`Service::for_passed_socket`]. A socket that fits
+/// no service stops the start, naming it, rather than sitting unserved.
+fn passed_listeners() -> Result<Vec<Listening>, ServeError> {
+    let mut passed = Vec::new();
+    let from_manager = crate::systemd::passed_listeners()
+        .map_err(|e| ServeError::Io(format!("socket activation: {e}")))?;
+    for (name, listener) in from_manager {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ServeError::Io(format!("socket activation: socket {name:?}: {e}")))?;
+        let service = Service::for_passed_socket(&name, addr.port()).ok_or_else(|| {
+            ServeError::Io(format!(
+                "socket activation: the socket on {addr} is named {name:?}; set \
+                 FileDescriptorName= in its .socket unit to one of {}, or use a standard port",
+                Service::ALL.map(Service::name).join(", ")
+            ))
+        })?;
+        let listener = Async::new(listener).map_err(|e| ServeError::Bind(addr, e))?;
+        passed.push(Listening {
+            service,
+            addr,
+            listener,
+            origin: " (socket from systemd)",
+        });
+    }
+    Ok(passed)
+}
+
 /// Binds a listening socket. IPv6 sockets are v6-only so that "0.0.0.0:25"
 /// and "[::]:25" can both be configured.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -271,6 +309,7 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         Ok(c) => Some(TlsAcceptor::from(c)),
         Err(e) => return Err(ServeError::Tls(e)),
     };
+    let mut passed = passed_listeners()?;
     let mut listeners = Vec::new();
     for service in Service::ALL {
         let addrs = service.addresses(&config);
@@ -283,13 +322,22 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
             }
             continue;
         }
+        // Sockets from systemd replace the config's addresses for their
+        // service; the other services bind their own.
+        let from_systemd: Vec<_> = passed.extract_if(.., |l| l.service == service).collect();
+        if !from_systemd.is_empty() {
+            listeners.extend(from_systemd);
+            continue;
+        }
         for addr in addrs {
             let l = bind(*addr).map_err(|e| ServeError::Bind(*addr, e))?;
-            listeners.push((
+            let l = Async::new(l).map_err(|e| ServeError::Bind(*addr, e))?;
+            listeners.push(Listening {
                 service,
-                *addr,
-                Async::new(l).map_err(|e| ServeError::Bind(*addr, e))?,
-            ));
+                addr: *addr,
+                listener: l,
+                origin: "",
+            });
         }
     }
     std::fs::create_dir_all(config.spool_dir())
@@ -343,8 +391,14 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
 
     let ex = Rc::new(LocalExecutor::new());
     async_io::block_on(ex.run(async {
-        for (service, addr, listener) in listeners {
-            log::info!("{} listening on {addr}", service.name());
+        for Listening {
+            service,
+            addr,
+            listener,
+            origin,
+        } in listeners
+        {
+            log::info!("{} listening on {addr}{origin}", service.name());
             ex.spawn(accept_loop(ex.clone(), server.clone(), listener, service))
                 .detach();
         }
@@ -432,6 +486,21 @@ impl Service {
             Service::Pop3 => "pop3",
             Service::Pop3s => "pop3s",
         }
+    }
+
+    /// The service a socket passed by systemd is for: the one its socket
+    /// unit names with FileDescriptorName= (smtp, submission, ...), or, when
+    /// the name is no service's (systemd's default is the unit's own name,
+    /// as for the one pimail.socket with several ListenStream= lines), the
+    /// one whose standard port it listens on.
+    pub fn for_passed_socket(name: &str, port: u16) -> Option<Service> {
+        let by_name = |name: &str| Service::ALL.into_iter().find(|s| s.name() == name);
+        by_name(name).or_else(|| {
+            let (standard, _) = crate::config::STANDARD_PORTS
+                .into_iter()
+                .find(|&(_, p)| p == port)?;
+            by_name(standard)
+        })
     }
 
     fn addresses(self, config: &Config) -> &[SocketAddr] {
@@ -531,4 +600,42 @@ async fn refuse(mut stream: Async<TcpStream>) {
             .await
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Service;
+
+    #[test]
+    fn passed_socket_is_matched_by_name_then_by_standard_port() {
+        for (name, port, expected) in [
+            // FileDescriptorName= wins over the port.
+            ("smtp", 2525, Some(Service::Smtp)),
+            ("submission", 25, Some(Service::Submission)),
+            ("submissions", 10465, Some(Service::Submissions)),
+            ("imap", 1143, Some(Service::Imap)),
+            ("imaps", 1993, Some(Service::Imaps)),
+            ("pop3", 1110, Some(Service::Pop3)),
+            ("pop3s", 1995, Some(Service::Pop3s)),
+            // systemd's default name (the unit's): the port decides.
+            ("pimail.socket", 25, Some(Service::Smtp)),
+            ("pimail.socket", 587, Some(Service::Submission)),
+            ("pimail.socket", 465, Some(Service::Submissions)),
+            ("pimail.socket", 143, Some(Service::Imap)),
+            ("pimail.socket", 993, Some(Service::Imaps)),
+            ("pimail.socket", 110, Some(Service::Pop3)),
+            ("pimail.socket", 995, Some(Service::Pop3s)),
+            ("", 995, Some(Service::Pop3s)),
+            // Neither: no guess.
+            ("pimail.socket", 8025, None),
+            ("SMTP", 8025, None),
+            ("", 0, None),
+        ] {
+            assert_eq!(
+                Service::for_passed_socket(name, port),
+                expected,
+                "{name:?} on port {port}"
+            );
+        }
+    }
 }
