@@ -406,13 +406,13 @@ pub fn run(opts: &Options) -> Result<(), Failure> {
             hash,
         };
         admin::run_direct(&store, &req, &mut std::io::stdout().lock())?;
-        println!(
+        outln!(
             "{}: password of {} reset",
             config_file.display(),
             plan.admin
         );
     } else {
-        println!("{} exists: pimail is set up already", config_file.display());
+        outln!("{} exists: pimail is set up already", config_file.display());
     }
     if let Some(scrubbed) = scrub(&text) {
         replace_file(&opts.settings, scrubbed.as_bytes()).map_err(|e| {
@@ -421,19 +421,19 @@ pub fn run(opts: &Options) -> Result<(), Failure> {
                 format!("{}: removing the passwords: {e}", opts.settings.display()),
             )
         })?;
-        println!("removed the passwords from {}", opts.settings.display());
+        outln!("removed the passwords from {}", opts.settings.display());
     }
     if Path::new(IMAGE_MARKER).exists() {
         configure_system(&plan, &settings);
     } else {
-        println!(
+        outln!(
             "not on the pimail image ({IMAGE_MARKER} is absent): host name, Wi-Fi, SSH and partitions left alone"
         );
     }
     let records =
         pimail::dkim::records::zone_text(&plan.domain, &plan.hostname, &opts.data_dir.join("dkim"))
             .unwrap_or_else(|e| format!("; DNS records not available: {e}\n"));
-    print!("{records}");
+    out!("{records}");
     if let Some(dir) = opts.settings.parent() {
         let path = dir.join("pimail-dns.txt");
         if let Err(e) = replace_file(&path, records.as_bytes()) {
@@ -534,18 +534,18 @@ fn configure_system(plan: &Plan, settings: &Settings) {
     }
     if let Some(wifi) = &plan.wifi {
         match write_wifi(wifi) {
-            Ok(()) => println!("Wi-Fi: joining {:?}", wifi.ssid),
+            Ok(()) => outln!("Wi-Fi: joining {:?}", wifi.ssid),
             Err(e) => log::warn!("Wi-Fi: {e}"),
         }
     }
     if let Some(key) = &settings.ssh_key {
         match write_ssh_key(key) {
-            Ok(()) => println!("SSH: on, root may log in with the given key"),
+            Ok(()) => outln!("SSH: on, root may log in with the given key"),
             Err(e) => log::warn!("SSH: {e}"),
         }
     }
     match grow_root() {
-        Ok(Some(msg)) => println!("{msg}"),
+        Ok(Some(msg)) => outln!("{msg}"),
         Ok(None) => {}
         Err(e) => log::warn!("growing the root partition: {e}"),
     }

@@ -2,6 +2,27 @@
 
 #![forbid(unsafe_code)]
 
+/// `println!` for command output that ends quietly when the reader has
+/// gone (`pimail --help | head`) instead of panicking on the broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::output_failed(e);
+        }
+    }};
+}
+
+/// `print!` counterpart of [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            $crate::output_failed(e);
+        }
+    }};
+}
+
 mod firstboot;
 
 use pimail::{admin, auth, config, dkim, server, spam, store};
@@ -402,6 +423,16 @@ impl From<StoreError> for Failure {
     }
 }
 
+/// Standard output is gone (a closed pipe) or unwritable: stop, as a
+/// command whose output nobody reads has nothing left to do.
+fn output_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("pimail: writing output: {e}");
+    std::process::exit(1);
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let name = Path::new(args.first().map(String::as_str).unwrap_or("pimail"))
@@ -415,7 +446,7 @@ fn main() -> ExitCode {
         Err(early) => {
             return match early.status {
                 Ok(()) => {
-                    println!("{}", early.output);
+                    outln!("{}", early.output);
                     ExitCode::SUCCESS
                 }
                 Err(()) => {
@@ -427,7 +458,7 @@ fn main() -> ExitCode {
     };
     let command = match (cli.version, cli.command) {
         (true, _) => {
-            println!("{}", version_line());
+            outln!("{}", version_line());
             return ExitCode::SUCCESS;
         }
         (false, Some(command)) => command,
@@ -532,7 +563,7 @@ fn run(command: Command) -> Result<(), Failure> {
                     format!("{}: key `tls.cert`/`tls.key`: {e}", config.file.display()),
                 )
             })?;
-            println!("{}: ok", config.file.display());
+            outln!("{}: ok", config.file.display());
             Ok(())
         }
         Command::User(u) => match u.command {
@@ -651,9 +682,9 @@ fn dkim_keygen(a: DkimKeygen) -> Result<(), Failure> {
     let dir = config.data_dir.join("dkim");
     let (path, record) = dkim::keys::keygen(&domain, &selector, algorithm, &dir)
         .map_err(|e| Failure(1, e.to_string()))?;
-    println!("; key stored in {}", path.display());
-    println!("; publish this record, then mail from {domain} is signed with it:");
-    println!("{record}");
+    outln!("; key stored in {}", path.display());
+    outln!("; publish this record, then mail from {domain} is signed with it:");
+    outln!("{record}");
     Ok(())
 }
 
@@ -663,7 +694,7 @@ fn dns_records(config: &Config) -> Result<(), Failure> {
         let text =
             dkim::records::zone_text(domain, &config.hostname, &config.data_dir.join("dkim"))
                 .map_err(|e| Failure(1, e.to_string()))?;
-        println!("{text}");
+        outln!("{text}");
     }
     Ok(())
 }
@@ -792,12 +823,12 @@ fn init(a: InitArgs) -> Result<(), Failure> {
         &|text| text,
     )?;
     if a.dev {
-        println!(
+        outln!(
             "dev instance: SMTP on 127.0.0.1:{}",
             a.port_base as u32 + 25
         );
     }
-    println!(
+    outln!(
         "next: pimail user add postmaster@{domain} --config {}",
         config.file.display()
     );
@@ -841,9 +872,9 @@ fn create_instance(
     }
     std::fs::write(&config_file, text)
         .map_err(|e| Failure(1, format!("{}: {e}", config_file.display())))?;
-    println!("wrote {}", config_file.display());
-    println!("created store {}", config.store.path.display());
-    println!(
+    outln!("wrote {}", config_file.display());
+    outln!("created store {}", config.store.path.display());
+    outln!(
         "certificate {} (self-signed for {hostname})",
         config.tls_cert.display()
     );

@@ -53,6 +53,25 @@ fn help_for_every_subcommand() {
     }
 }
 
+/// `pimail --help | head`: output into a pipe nobody reads ends quietly
+/// (exit 0), not with a panic about a broken pipe.
+#[test]
+fn output_into_a_closed_pipe_is_not_a_panic() {
+    for args in [&["--help"][..], &["--version"], &["user", "--help"]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(BIN)
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn version_names_the_release_and_the_machine() {
     let out = run(&["--version"]);
