@@ -189,6 +189,31 @@ fn servfail_is_temporary_and_next_server_tried() {
 }
 
 #[test]
+fn concurrent_lookups_of_one_name_share_one_query() {
+    let (addr, dns) = FakeDns::start(vec![
+        FakeRecord::txt("_dmarc.example.test", "v=DMARC1; p=none"),
+        FakeRecord::txt("other.test", "x").ttl(0),
+    ]);
+    let r = resolver(addr);
+    let answers = run(futures_lite::future::zip(
+        futures_lite::future::zip(r.txt("_dmarc.example.test"), r.txt("_dmarc.example.test")),
+        r.txt("_DMARC.example.test."),
+    ));
+    let ((a, b), c) = answers;
+    assert_eq!(a.as_ref().unwrap(), &vec![b"v=DMARC1; p=none".to_vec()]);
+    assert_eq!(a.unwrap(), b.unwrap());
+    assert!(c.is_ok());
+    assert_eq!(dns.query_count(), 1, "{:?}", dns.queries());
+    // An answer that may not be cached (TTL 0): the waiter asks itself.
+    let (x, y) = run(futures_lite::future::zip(
+        r.txt("other.test"),
+        r.txt("other.test"),
+    ));
+    assert_eq!(x.unwrap(), y.unwrap());
+    assert_eq!(dns.query_count(), 3);
+}
+
+#[test]
 fn answers_from_the_cache_without_asking_again() {
     let (addr, dns) = FakeDns::start(vec![FakeRecord::mx("example.test", 10, "mx.example.test")]);
     let r = resolver(addr);

@@ -23,6 +23,7 @@ mod wire;
 pub use cache::CacheLimits;
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
@@ -147,7 +148,25 @@ pub struct Resolver {
     timeout: Duration,
     attempts: u32,
     cache: RefCell<Cache>,
+    /// Questions being asked now: a second caller of the same (name, type)
+    /// waits for the first answer instead of sending the same query (many
+    /// sessions look up one sender domain's SPF, DKIM and DMARC at once).
+    in_flight: RefCell<HashMap<(String, RecordType), async_channel::Receiver<()>>>,
     rng: SystemRandom,
+}
+
+/// The mark of a question in flight; dropping it (answer, error or a
+/// cancelled lookup) wakes the callers waiting for it.
+struct InFlight<'a> {
+    map: &'a RefCell<HashMap<(String, RecordType), async_channel::Receiver<()>>>,
+    key: (String, RecordType),
+    _done: async_channel::Sender<()>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.map.borrow_mut().remove(&self.key);
+    }
 }
 
 impl Resolver {
@@ -159,6 +178,7 @@ impl Resolver {
             timeout,
             attempts: attempts.max(1),
             cache: RefCell::new(Cache::new(CacheLimits::default())),
+            in_flight: RefCell::new(HashMap::new()),
             rng: SystemRandom::new(),
         }
     }
@@ -293,6 +313,29 @@ impl Resolver {
         if let Some(hit) = self.cache.borrow_mut().get(&name, rtype, Instant::now()) {
             return Ok(hit);
         }
+        let key = (name.clone(), rtype);
+        let waiting = self.in_flight.borrow().get(&key).cloned();
+        if let Some(done) = waiting {
+            // Closed when the first asker finishes; its answer is then in
+            // the cache unless it failed or was not cacheable (TTL 0), in
+            // which case this caller asks for itself.
+            let _ = done.recv().await;
+            if let Some(hit) = self.cache.borrow_mut().get(&name, rtype, Instant::now()) {
+                return Ok(hit);
+            }
+        }
+        let (done_tx, done_rx) = async_channel::bounded(1);
+        let _in_flight = match self.in_flight.borrow_mut().entry(key.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => None,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(done_rx);
+                Some(InFlight {
+                    map: &self.in_flight,
+                    key,
+                    _done: done_tx,
+                })
+            }
+        };
         let mut current = name.clone();
         let mut hops = 0;
         let mut chain_ttl = u32::MAX;
