@@ -74,7 +74,7 @@ fn check_message(r: &Resolver, settings: &Settings, client: Client<'_>, message:
         "mx.example.test",
         client,
         &fields,
-        |feed: &mut dyn FnMut(&[u8])| body.chunks(7).for_each(feed),
+        async |feed: &mut dyn FnMut(&[u8])| body.chunks(7).for_each(feed),
         Arrival {
             unix_time: 1_800_000_000,
             pct_sample: 0,
@@ -394,7 +394,7 @@ fn verify(records: Vec<FakeRecord>, message: &[u8]) -> Vec<pimail::dkim::verify:
     run(pimail::dkim::verify::verify(
         &r,
         &fields,
-        |feed: &mut dyn FnMut(&[u8])| body.chunks(5).for_each(feed),
+        async |feed: &mut dyn FnMut(&[u8])| body.chunks(5).for_each(feed),
         5,
         1_800_000_000,
     ))

@@ -70,7 +70,7 @@ fn verification_time_and_memory() {
                 mail_from: "carol@example.com",
             },
             &fields,
-            |feed: &mut dyn FnMut(&[u8])| feed(body),
+            async |feed: &mut dyn FnMut(&[u8])| feed(body),
             Arrival {
                 unix_time: 1_800_000_000,
                 pct_sample: 0,

@@ -142,7 +142,7 @@ pub async fn authenticate(
     hostname: &str,
     client: Client<'_>,
     fields: &[(String, Vec<u8>)],
-    body: impl FnOnce(&mut dyn FnMut(&[u8])),
+    body: impl AsyncFnOnce(&mut dyn FnMut(&[u8])),
     arrival: Arrival,
 ) -> Report {
     let deadline = Instant::now() + settings.time_budget;
@@ -471,16 +471,20 @@ pub async fn stage(
         }
     });
     let fields = crate::dkim::canon::parse_fields(&head);
-    let feed = |f: &mut dyn FnMut(&[u8])| {
+    // Hashing a large body yields to other sessions every megabyte.
+    let feed = async |f: &mut dyn FnMut(&[u8])| {
         let mut pos = 0u64;
-        let _ = body.content.for_each_chunk(|_, chunk| {
-            let end = pos + chunk.len() as u64;
-            if end > body_start {
-                f(&chunk[body_start.saturating_sub(pos) as usize..]);
-            }
-            pos = end;
-            Ok(())
-        });
+        let _ = body
+            .content
+            .for_each_chunk_yielding(|_, chunk| {
+                let end = pos + chunk.len() as u64;
+                if end > body_start {
+                    f(&chunk[body_start.saturating_sub(pos) as usize..]);
+                }
+                pos = end;
+                Ok(())
+            })
+            .await;
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

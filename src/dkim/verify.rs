@@ -285,11 +285,12 @@ pub struct DkimOutcome {
 
 /// Verifies the DKIM-Signature fields of a message. `fields` are its header
 /// fields (`canon::parse_fields`); `body_chunks` calls its argument with
-/// the body bytes (after the empty line) in order; `now` is in Unix seconds.
+/// the body bytes (after the empty line) in order, and may yield to the
+/// executor between pieces of a large body; `now` is in Unix seconds.
 pub async fn verify(
     resolver: &Resolver,
     fields: &[(String, Vec<u8>)],
-    body_chunks: impl FnOnce(&mut dyn FnMut(&[u8])),
+    body_chunks: impl AsyncFnOnce(&mut dyn FnMut(&[u8])),
     max_signatures: usize,
     now: u64,
 ) -> Vec<DkimOutcome> {
@@ -325,7 +326,8 @@ pub async fn verify(
             for h in hashers.iter_mut().flatten() {
                 h.update(chunk);
             }
-        });
+        })
+        .await;
     }
     let keys = keys.await;
     sigs.into_iter()

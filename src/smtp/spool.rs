@@ -247,6 +247,17 @@ mod tests {
         assert_eq!(body.content.file_chunks, 4);
         assert!(body.content.tail.is_some());
         assert_eq!(body.content.to_vec(), data);
+        // The yielding walk sees the same chunks, memory and file alike.
+        let mut walked = Vec::new();
+        let mut indexes = Vec::new();
+        async_io::block_on(body.content.for_each_chunk_yielding(|i, c| {
+            indexes.push(i);
+            walked.extend_from_slice(c);
+            Ok(())
+        }))
+        .unwrap();
+        assert_eq!(walked, data);
+        assert_eq!(indexes, (0..6).collect::<Vec<u32>>());
         // The file is unlinked: nothing is left in the directory.
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
         std::fs::remove_dir_all(dir).unwrap();

@@ -56,32 +56,57 @@ impl Content {
             + self.tail.is_some() as u32
     }
 
+    /// Chunk `i`: borrowed when in memory, read into `buf` from the spool
+    /// file otherwise.
+    fn chunk_at<'a>(&'a self, i: u32, buf: &'a mut Vec<u8>) -> Result<&'a [u8], super::StoreError> {
+        let mut i = i as usize;
+        if let Some(p) = &self.prefix {
+            if i == 0 {
+                return Ok(p);
+            }
+            i -= 1;
+        }
+        if let Some(c) = self.head.get(i) {
+            return Ok(c);
+        }
+        i -= self.head.len();
+        if let Some(file) = self.file.as_ref().filter(|_| i < self.file_chunks as usize) {
+            buf.resize(CHUNK_SIZE, 0);
+            file.read_exact_at(buf, i as u64 * CHUNK_SIZE as u64)
+                .map_err(|e| super::StoreError::Db(format!("reading spooled message: {e}")))?;
+            return Ok(buf);
+        }
+        match &self.tail {
+            Some(t) if i == self.file_chunks as usize => Ok(t),
+            _ => Err(super::StoreError::Invalid(format!("no chunk {i}"))),
+        }
+    }
+
     /// Calls `f` with each chunk in order. File chunks are read into one
     /// reused buffer.
     pub fn for_each_chunk(
         &self,
         mut f: impl FnMut(u32, &[u8]) -> Result<(), super::StoreError>,
     ) -> Result<(), super::StoreError> {
-        let mut i = 0u32;
-        if let Some(p) = &self.prefix {
-            f(i, p)?;
-            i += 1;
+        let mut buf = Vec::new();
+        for i in 0..self.chunk_count() {
+            f(i, self.chunk_at(i, &mut buf)?)?;
         }
-        for c in &self.head {
-            f(i, c)?;
-            i += 1;
-        }
-        if let Some(file) = &self.file {
-            let mut buf = vec![0u8; CHUNK_SIZE];
-            for n in 0..self.file_chunks {
-                file.read_exact_at(&mut buf, n as u64 * CHUNK_SIZE as u64)
-                    .map_err(|e| super::StoreError::Db(format!("reading spooled message: {e}")))?;
-                f(i, &buf)?;
-                i += 1;
+        Ok(())
+    }
+
+    /// [`Content::for_each_chunk`] that lets the executor run other tasks
+    /// after every megabyte, for work such as hashing a large message.
+    pub async fn for_each_chunk_yielding(
+        &self,
+        mut f: impl FnMut(u32, &[u8]) -> Result<(), super::StoreError>,
+    ) -> Result<(), super::StoreError> {
+        let mut buf = Vec::new();
+        for i in 0..self.chunk_count() {
+            f(i, self.chunk_at(i, &mut buf)?)?;
+            if i % 16 == 15 {
+                futures_lite::future::yield_now().await;
             }
-        }
-        if let Some(t) = &self.tail {
-            f(i, t)?;
         }
         Ok(())
     }
