@@ -6,36 +6,30 @@ use super::*;
 impl Session {
     /// Messages of a sequence set as (sequence number, UID), ascending.
     pub(super) fn resolve(&mut self, uid: bool, set: &SequenceSet) -> Vec<(u32, u32)> {
-        let Some(sel) = self.selected() else {
-            return Vec::new();
-        };
+        let mut targets = self.targets(uid, set);
         let mut out = Vec::new();
-        if uid {
-            let max = sel.uids.last().unwrap_or(0);
-            // RFC 9051 6.4.9: with UIDs, `*` is the highest UID, and a range
-            // naming only UIDs above it still includes it.
-            for (lo, hi) in set.resolved(max) {
-                let start = sel.uids.count_below(lo);
-                for (i, u) in sel.uids.iter_from(start) {
-                    if u > hi {
-                        break;
-                    }
-                    out.push(((i + 1) as u32, u));
-                }
+        loop {
+            let batch = targets.next_batch(4096);
+            if batch.is_empty() {
+                return out;
             }
-            out.sort_unstable();
-            out.dedup();
-        } else {
-            let max = sel.uids.len() as u32;
-            for (lo, hi) in set.resolved(max) {
-                for n in lo.max(1)..=hi.min(max) {
-                    out.push((n, sel.uids.get(n as usize - 1).unwrap_or(0)));
-                }
-            }
-            out.sort_unstable();
-            out.dedup();
+            out.extend(batch);
         }
-        out
+    }
+
+    /// [`Session::resolve`] a batch at a time.
+    fn targets(&mut self, uid: bool, set: &SequenceSet) -> Targets {
+        let Some(sel) = self.selected() else {
+            return Targets::new(UidList::new(), Vec::new(), uid);
+        };
+        // RFC 9051 6.4.9: with UIDs, `*` is the highest UID, and a range
+        // naming only UIDs above it still includes it.
+        let max = if uid {
+            sel.uids.last().unwrap_or(0)
+        } else {
+            sel.uids.len() as u32
+        };
+        Targets::new(sel.uids.clone(), merged_ranges(set, max), uid)
     }
 
     fn seq_in_range(&mut self, uid: bool, set: &SequenceSet) -> bool {
@@ -96,7 +90,7 @@ impl Session {
                 self.line(&format!("* VANISHED (EARLIER) {}", sequence::render(gone)));
             }
         }
-        let targets = self.resolve(uid, set);
+        let mut targets = self.targets(uid, set);
         let read_only = self.read_only();
         let sets_seen = !read_only
             && items.iter().any(|i| {
@@ -112,7 +106,15 @@ impl Session {
             return Ok(());
         };
         if sets_seen {
-            let uids: Vec<u32> = targets.iter().map(|&(_, u)| u).collect();
+            let mut all = targets.clone();
+            let mut uids: Vec<u32> = Vec::new();
+            loop {
+                let batch = all.next_batch(4096);
+                if batch.is_empty() {
+                    break;
+                }
+                uids.extend(batch.iter().map(|&(_, u)| u));
+            }
             let r = self
                 .write(move |t| {
                     mailbox_ops::store_flags(
@@ -160,7 +162,11 @@ impl Session {
         // Items rendered from the row and meta alone are written while the
         // batch's transaction is open; sections are streamed afterwards.
         let inline = items.iter().all(is_inline);
-        for batch in targets.chunks(BATCH) {
+        loop {
+            let batch = targets.next_batch(BATCH);
+            if batch.is_empty() {
+                break;
+            }
             future::yield_now().await;
             let mut rows = Vec::new();
             {
@@ -171,7 +177,7 @@ impl Session {
                 } else {
                     None
                 };
-                let found = crate::store::message_rows(&messages, mailbox, batch).map_err(db)?;
+                let found = crate::store::message_rows(&messages, mailbox, &batch).map_err(db)?;
                 for (seq, uid_, row) in found {
                     if changed_since.is_some_and(|c| row.modseq <= c) {
                         continue;
@@ -652,6 +658,73 @@ fn decode_meta(blob: &BlobRow) -> MessageMeta {
     MessageMeta::decode(&blob.meta).unwrap_or_else(|| fallback_meta(blob.size))
 }
 
+/// A sequence set resolved against a snapshot of the selected mailbox's
+/// UIDs (runs: a few bytes), yielding (sequence number, UID) ascending and
+/// without repeats, a batch at a time: FETCH 1:* on a large mailbox never
+/// lists every message at once.
+/// The set's ranges with `*` as `max`, sorted, overlaps and neighbours merged.
+fn merged_ranges(set: &SequenceSet, max: u32) -> Vec<(u32, u32)> {
+    let mut ranges: Vec<(u32, u32)> = set.resolved(max).collect();
+    ranges.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (lo, hi) in ranges {
+        match merged.last_mut() {
+            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+            _ => merged.push((lo, hi)),
+        }
+    }
+    merged
+}
+
+#[derive(Clone)]
+struct Targets {
+    uids: UidList,
+    /// Sorted, disjoint ranges of UIDs or of sequence numbers.
+    ranges: Vec<(u32, u32)>,
+    uid: bool,
+    range: usize,
+    /// Index into `uids` of the next candidate in the current range.
+    pos: Option<usize>,
+}
+
+impl Targets {
+    fn new(uids: UidList, ranges: Vec<(u32, u32)>, uid: bool) -> Targets {
+        Targets {
+            uids,
+            ranges,
+            uid,
+            range: 0,
+            pos: None,
+        }
+    }
+
+    fn next_batch(&mut self, n: usize) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        while out.len() < n && self.range < self.ranges.len() {
+            let (lo, hi) = self.ranges[self.range];
+            let i = *self.pos.get_or_insert_with(|| {
+                if self.uid {
+                    self.uids.count_below(lo)
+                } else {
+                    lo.max(1) as usize - 1
+                }
+            });
+            let within = |u: u32| if self.uid { u <= hi } else { i < hi as usize };
+            match self.uids.get(i) {
+                Some(u) if within(u) => {
+                    out.push((i as u32 + 1, u));
+                    self.pos = Some(i + 1);
+                }
+                _ => {
+                    self.range += 1;
+                    self.pos = None;
+                }
+            }
+        }
+        out
+    }
+}
+
 /// What one FETCH response is rendered from.
 #[derive(Clone, Copy)]
 struct Fetched<'a> {
@@ -668,4 +741,60 @@ pub(super) fn fallback_meta(size: u64) -> MessageMeta {
     let mut root = Part::new(0);
     root.end = size;
     MessageMeta { size, root }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every UID or number of `set`, the slow way: what the batches must
+    /// add up to.
+    fn naive(uids: &[u32], set: &SequenceSet, uid: bool) -> Vec<(u32, u32)> {
+        let max = if uid {
+            uids.last().copied().unwrap_or(0)
+        } else {
+            uids.len() as u32
+        };
+        uids.iter()
+            .enumerate()
+            .map(|(i, &u)| (i as u32 + 1, u))
+            .filter(|&(seq, u)| set.contains(if uid { u } else { seq }, max))
+            .collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn batches_match_the_set(
+            uids in proptest::collection::btree_set(1u32..300, 0..120),
+            ranges in proptest::collection::vec((0u32..320, 0u32..320), 1..6),
+            uid in proptest::bool::ANY,
+            batch in 1usize..50,
+        ) {
+            let uids: Vec<u32> = uids.into_iter().collect();
+            let text: Vec<String> = ranges
+                .iter()
+                .map(|&(a, b)| {
+                    let f = |n: u32| if n == 0 { "*".to_string() } else { n.to_string() };
+                    format!("{}:{}", f(a), f(b))
+                })
+                .collect();
+            let set = SequenceSet::parse(text.join(",").as_bytes()).unwrap();
+            let mut list = UidList::new();
+            for &u in &uids {
+                list.push(u);
+            }
+            let max = if uid { list.last().unwrap_or(0) } else { list.len() as u32 };
+            let mut t = Targets::new(list, merged_ranges(&set, max), uid);
+            let mut got = Vec::new();
+            loop {
+                let b = t.next_batch(batch);
+                proptest::prop_assert!(b.len() <= batch);
+                if b.is_empty() {
+                    break;
+                }
+                got.extend(b);
+            }
+            proptest::prop_assert_eq!(got, naive(&uids, &set, uid));
+        }
+    }
 }
