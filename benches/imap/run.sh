@@ -26,7 +26,13 @@ $BIN serve --config "$DATA/pimail.toml" 2>"$DATA/server.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; bash "$REFSTACK/refstack.sh" stop >/dev/null 2>&1 || true' EXIT
 bash "$REFSTACK/refstack.sh" start
-sleep 1
+# Both servers must be answering before the clients start.
+for port in 30143 "$IMAP_PORT"; do
+  for _ in $(seq 50); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.2
+  done
+done
 python3 benches/imap/bench.py --pimail-pid "$PID" --dovecot-port "$IMAP_PORT" \
   --dovecot-pidfile "$MAILBENCH_REF_DATA/dovecot/run/master.pid" "$@"
 # The same stores timed with a raw socket client (server time, no imaplib).
