@@ -487,6 +487,61 @@ fn utf8_accept_names_and_append() {
 }
 
 #[test]
+fn sort_by_subject_date_from_and_size() {
+    let inst = instance("imap-sort");
+    for (subject, date, from, pad) in [
+        (
+            "Re: banana",
+            "Tue, 14 Nov 2023 10:00:00 +0000",
+            "Carol <carol@x.test>",
+            10,
+        ),
+        (
+            "apple",
+            "Mon, 13 Nov 2023 10:00:00 +0000",
+            "bob@x.test",
+            300,
+        ),
+        (
+            "[list] Fwd: Cherry",
+            "Wed, 15 Nov 2023 10:00:00 +0000",
+            "Alice <alice@x.test>",
+            50,
+        ),
+        ("=?utf-8?q?Re:_=C3=84pfel?=", "not a date", "dave@x.test", 5),
+    ] {
+        let body = "x".repeat(pad);
+        deliver(
+            &inst,
+            format!("Subject: {subject}\r\nDate: {date}\r\nFrom: {from}\r\n\r\n{body}\r\n")
+                .as_bytes(),
+        );
+    }
+    let mut c = Imap::connect(imap_addr(&inst));
+    c.login();
+    let (caps, _) = c.cmd("CAPABILITY");
+    assert!(caps[0].contains(" SORT "), "{caps:?}");
+    c.ok("SELECT INBOX");
+    // RFC 5256 base subjects: banana, apple, cherry, äpfel.
+    assert_eq!(c.ok("SORT (SUBJECT) UTF-8 ALL"), vec!["* SORT 2 1 3 4"]);
+    // An unparseable Date: sorts by arrival (now), after the 2023 dates.
+    assert_eq!(
+        c.ok("SORT (REVERSE DATE) UTF-8 ALL"),
+        vec!["* SORT 4 3 1 2"]
+    );
+    assert_eq!(c.ok("SORT (FROM) UTF-8 ALL"), vec!["* SORT 3 2 1 4"]);
+    assert_eq!(
+        c.ok("UID SORT (REVERSE SIZE) UTF-8 NOT UID 2"),
+        vec!["* SORT 3 1 4"]
+    );
+    let (_, t) = c.cmd("SORT (COLOUR) UTF-8 ALL");
+    assert!(t.contains(" BAD "), "{t}");
+    let (_, t) = c.cmd("SORT (DATE) KOI8-R ALL");
+    assert!(t.contains("BADCHARSET"), "{t}");
+    c.ok("LOGOUT");
+}
+
+#[test]
 fn searchres_saves_a_result_for_dollar() {
     let inst = instance("imap-searchres");
     for (i, word) in ["odd", "even", "odd", "even"].iter().enumerate() {

@@ -12,6 +12,7 @@ pub mod mutf7;
 pub mod parse;
 pub mod sequence;
 pub mod session;
+pub mod sort;
 pub mod uids;
 
 use crate::store::flags;
@@ -96,6 +97,7 @@ pub fn legal(kind: &Kind, state: StateKind) -> bool {
         | Kind::Expunge
         | Kind::UidExpunge(_)
         | Kind::Search { .. }
+        | Kind::Sort { .. }
         | Kind::Fetch { .. }
         | Kind::Store { .. }
         | Kind::Copy { .. } => state == Selected,
@@ -119,7 +121,7 @@ pub fn capabilities_before_login(starttls: bool, plaintext_ok: bool) -> String {
 
 /// CAPABILITY after login.
 pub const CAPABILITIES: &str = "IMAP4rev1 IMAP4rev2 SASL-IR LITERAL+ ID ENABLE IDLE NAMESPACE \
-UIDPLUS MOVE UNSELECT CHILDREN CONDSTORE QRESYNC ESEARCH SEARCHRES SPECIAL-USE CREATE-SPECIAL-USE \
+UIDPLUS MOVE UNSELECT CHILDREN CONDSTORE QRESYNC ESEARCH SEARCHRES SORT SPECIAL-USE CREATE-SPECIAL-USE \
 LIST-EXTENDED LIST-STATUS STATUS=SIZE QUOTA QUOTA=RES-STORAGE BINARY MULTIAPPEND UTF8=ACCEPT";
 
 /// `dd-Mon-yyyy hh:mm:ss +0000` (RFC 9051 date-time), in UTC.

@@ -77,6 +77,12 @@ pub enum Kind {
         ret: Option<Vec<SearchReturn>>,
         criteria: Vec<SearchKey>,
     },
+    /// SORT (RFC 5256): criteria with their REVERSE flags, then a search.
+    Sort {
+        uid: bool,
+        order: Vec<(super::sort::SortKey, bool)>,
+        criteria: Vec<SearchKey>,
+    },
     Fetch {
         uid: bool,
         set: SequenceSet,
@@ -726,6 +732,7 @@ fn command(p: &mut Parser) -> R<Kind> {
             Kind::Status { mailbox, items }
         }
         (_, "SEARCH") => search(p, uid)?,
+        (_, "SORT") => sort(p, uid)?,
         (_, "FETCH") => fetch(p, uid)?,
         (_, "STORE") => store(p, uid)?,
         (_, "COPY") | (_, "MOVE") => {
@@ -851,6 +858,43 @@ fn list(p: &mut Parser) -> R<List> {
     Ok(l)
 }
 
+/// `SORT (criteria) charset search-criteria` (RFC 5256 3; the charset is
+/// required).
+fn sort(p: &mut Parser, uid: bool) -> R<Kind> {
+    use super::sort::SortKey;
+    p.sp()?;
+    let mut order = Vec::new();
+    let mut reverse = false;
+    for a in p.atom_list(false)? {
+        let key = match a.to_ascii_uppercase().as_str() {
+            "REVERSE" if !reverse => {
+                reverse = true;
+                continue;
+            }
+            "ARRIVAL" => SortKey::Arrival,
+            "CC" => SortKey::Cc,
+            "DATE" => SortKey::Date,
+            "FROM" => SortKey::From,
+            "SIZE" => SortKey::Size,
+            "SUBJECT" => SortKey::Subject,
+            "TO" => SortKey::To,
+            other => return bad(format!("unknown SORT criterion {other}")),
+        };
+        order.push((key, reverse));
+        reverse = false;
+    }
+    if order.is_empty() || reverse {
+        return bad("SORT criteria expected");
+    }
+    p.sp()?;
+    let criteria = charset_and_keys(p)?;
+    Ok(Kind::Sort {
+        uid,
+        order,
+        criteria,
+    })
+}
+
 fn search(p: &mut Parser, uid: bool) -> R<Kind> {
     p.sp()?;
     let mut ret = None;
@@ -870,19 +914,32 @@ fn search(p: &mut Parser, uid: bool) -> R<Kind> {
         ret = Some(opts);
         p.sp()?;
     }
-    if p.keyword("CHARSET") {
+    let criteria = if p.keyword("CHARSET") {
         p.sp()?;
-        let cs = p.astring()?;
-        if !(cs.eq_ignore_ascii_case(b"UTF-8") || cs.eq_ignore_ascii_case(b"US-ASCII")) {
-            return bad("[BADCHARSET (UTF-8 US-ASCII)] unsupported charset");
-        }
-        p.sp()?;
+        charset_and_keys(p)?
+    } else {
+        search_keys(p)?
+    };
+    Ok(Kind::Search { uid, ret, criteria })
+}
+
+/// A charset (UTF-8 or US-ASCII) and the search keys after it.
+fn charset_and_keys(p: &mut Parser) -> R<Vec<SearchKey>> {
+    let cs = p.astring()?;
+    if !(cs.eq_ignore_ascii_case(b"UTF-8") || cs.eq_ignore_ascii_case(b"US-ASCII")) {
+        return bad("[BADCHARSET (UTF-8 US-ASCII)] unsupported charset");
     }
+    p.sp()?;
+    search_keys(p)
+}
+
+/// One or more search keys separated by spaces (an implicit AND).
+fn search_keys(p: &mut Parser) -> R<Vec<SearchKey>> {
     let mut criteria = vec![search_key(p, 0)?];
     while p.eat(b' ') {
         criteria.push(search_key(p, 0)?);
     }
-    Ok(Kind::Search { uid, ret, criteria })
+    Ok(criteria)
 }
 
 /// Deepest nesting of NOT/OR/parentheses in a search: bounds recursion.

@@ -621,6 +621,14 @@ impl Session {
                     self.done(tag, "UID EXPUNGE completed", true).await?;
                 }
             }
+            Kind::Sort {
+                uid,
+                order,
+                criteria,
+            } => {
+                let criteria = criteria.into_iter().map(|k| self.concrete_key(k)).collect();
+                self.sort(tag, uid, order, criteria).await?
+            }
             Kind::Search { uid, ret, criteria } => {
                 let criteria = criteria.into_iter().map(|k| self.concrete_key(k)).collect();
                 self.search(tag, uid, ret, criteria).await?

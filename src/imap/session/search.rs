@@ -3,6 +3,7 @@
 
 use super::fetch::fallback_meta;
 use super::*;
+use crate::imap::sort::{self, SortKey};
 
 impl Session {
     pub(super) async fn search(
@@ -17,43 +18,9 @@ impl Session {
         if uses_modseq {
             self.condstore = true;
         }
-        let Some(sel) = self.selected() else {
+        let Some((hits, highest_modseq)) = self.search_hits(&key).await? else {
             return Ok(());
         };
-        let id = sel.id;
-        let uids = sel.uids.clone();
-        let max_uid = uids.last().unwrap_or(0);
-        let mut hits: Vec<(u32, u32)> = Vec::new();
-        let mut highest_modseq = 0u64;
-        // Rows in batches, one read transaction each (see FETCH).
-        let mut numbered = uids.iter().enumerate().map(|(i, u)| (i as u32 + 1, u));
-        loop {
-            let batch: Vec<(u32, u32)> = numbered.by_ref().take(256).collect();
-            if batch.is_empty() {
-                break;
-            }
-            future::yield_now().await;
-            let rows = {
-                let txn = self.store_read()?;
-                let messages = txn.open_table(MESSAGES).map_err(|e| db(e.into()))?;
-                crate::store::message_rows(&messages, id, &batch).map_err(db)?
-            };
-            for (seq, u, row) in &rows {
-                let mut m = Candidate {
-                    seq: *seq,
-                    uid: *u,
-                    max_seq: uids.len() as u32,
-                    max_uid,
-                    row,
-                    blob: None,
-                    meta: None,
-                };
-                if self.matches(&key, &mut m)? {
-                    hits.push((m.seq, *u));
-                    highest_modseq = highest_modseq.max(row.modseq);
-                }
-            }
-        }
         let numbers: Vec<u32> = hits.iter().map(|&(s, u)| if uid { u } else { s }).collect();
         let mut ret = match ret {
             Some(r) if r.is_empty() => Some(vec![SearchReturn::All]),
@@ -113,6 +80,109 @@ impl Session {
             }
         }
         self.done(tag, "SEARCH completed", uid).await
+    }
+
+    /// (sequence number, UID) of the selected mailbox's messages matching
+    /// `key`, ascending, and the highest mod-sequence among them; `None`
+    /// without a selected mailbox.
+    async fn search_hits(&mut self, key: &SearchKey) -> io::Result<Option<(Vec<(u32, u32)>, u64)>> {
+        let Some(sel) = self.selected() else {
+            return Ok(None);
+        };
+        let id = sel.id;
+        let uids = sel.uids.clone();
+        let max_uid = uids.last().unwrap_or(0);
+        let mut hits: Vec<(u32, u32)> = Vec::new();
+        let mut highest_modseq = 0u64;
+        // Rows in batches, one read transaction each (see FETCH).
+        let mut numbered = uids.iter().enumerate().map(|(i, u)| (i as u32 + 1, u));
+        loop {
+            let batch: Vec<(u32, u32)> = numbered.by_ref().take(256).collect();
+            if batch.is_empty() {
+                break;
+            }
+            future::yield_now().await;
+            let rows = {
+                let txn = self.store_read()?;
+                let messages = txn.open_table(MESSAGES).map_err(|e| db(e.into()))?;
+                crate::store::message_rows(&messages, id, &batch).map_err(db)?
+            };
+            for (seq, u, row) in &rows {
+                let mut m = Candidate {
+                    seq: *seq,
+                    uid: *u,
+                    max_seq: uids.len() as u32,
+                    max_uid,
+                    row,
+                    blob: None,
+                    meta: None,
+                };
+                if self.matches(key, &mut m)? {
+                    hits.push((m.seq, *u));
+                    highest_modseq = highest_modseq.max(row.modseq);
+                }
+            }
+        }
+        Ok(Some((hits, highest_modseq)))
+    }
+
+    /// SORT and UID SORT (RFC 5256): the messages a search finds, ordered
+    /// by the criteria, ties by sequence number.
+    pub(super) async fn sort(
+        &mut self,
+        tag: &str,
+        uid: bool,
+        order: Vec<(SortKey, bool)>,
+        criteria: Vec<SearchKey>,
+    ) -> io::Result<()> {
+        let key = SearchKey::And(criteria);
+        let Some((hits, _)) = self.search_hits(&key).await? else {
+            return Ok(());
+        };
+        let Some(id) = self.selected().map(|s| s.id) else {
+            return Ok(());
+        };
+        let needs_envelope = order
+            .iter()
+            .any(|(k, _)| !matches!(k, SortKey::Arrival | SortKey::Size));
+        let mut keyed: Vec<(Vec<sort::SortValue>, u32, u32)> = Vec::with_capacity(hits.len());
+        for batch in hits.chunks(256) {
+            future::yield_now().await;
+            let txn = self.store_read()?;
+            let messages = txn.open_table(MESSAGES).map_err(|e| db(e.into()))?;
+            let blobs = txn.open_table(BLOBS).map_err(|e| db(e.into()))?;
+            for (seq, u, row) in crate::store::message_rows(&messages, id, batch).map_err(db)? {
+                let mut envelope = None;
+                if needs_envelope && let Some(b) = blobs.get(&row.blob).map_err(|e| db(e.into()))? {
+                    envelope = BlobRow::meta_of(b.value())
+                        .ok()
+                        .and_then(MessageMeta::decode_envelope)
+                        .flatten();
+                }
+                let values = order
+                    .iter()
+                    .map(|&(k, _)| sort::value(k, envelope.as_ref(), row.internal_date, row.size))
+                    .collect();
+                keyed.push((values, seq, u));
+            }
+        }
+        keyed.sort_by(|a, b| {
+            for (i, &(_, reverse)) in order.iter().enumerate() {
+                let o = a.0[i].cmp(&b.0[i]);
+                let o = if reverse { o.reverse() } else { o };
+                if o != std::cmp::Ordering::Equal {
+                    return o;
+                }
+            }
+            a.1.cmp(&b.1)
+        });
+        let mut l = String::from("* SORT");
+        for (_, seq, u) in &keyed {
+            l.push(' ');
+            l.push_str(&(if uid { *u } else { *seq }).to_string());
+        }
+        self.line(&l);
+        self.done(tag, "SORT completed", uid).await
     }
 
     /// Keeps a SEARCH result for `$`: the messages found, or with MIN
