@@ -157,6 +157,39 @@ pub fn first_unseen(txn: &ReadTransaction, mailbox: u64) -> Result<Option<u32>, 
     Ok(first.transpose()?.map(|(k, _)| k.value().1))
 }
 
+/// UIDs of `mailbox` whose row changed after mod-sequence `since` (the
+/// `changes` index: a range read, not a scan of the mailbox), ascending.
+pub fn changed_since(
+    txn: &ReadTransaction,
+    mailbox: u64,
+    since: u64,
+) -> Result<Vec<u32>, StoreError> {
+    let t = txn.open_table(CHANGES)?;
+    let mut out = Vec::new();
+    for e in t.range((mailbox, since.saturating_add(1), 0)..=(mailbox, u64::MAX, u32::MAX))? {
+        out.push(e?.0.value().2);
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// UIDs expunged from `mailbox` after mod-sequence `since` (the expunge
+/// log), ascending, each once.
+pub fn expunged_since(
+    txn: &ReadTransaction,
+    mailbox: u64,
+    since: u64,
+) -> Result<Vec<u32>, StoreError> {
+    let t = txn.open_table(super::EXPUNGED)?;
+    let mut out = Vec::new();
+    for e in t.range((mailbox, since.saturating_add(1), 0)..=(mailbox, u64::MAX, u32::MAX))? {
+        out.push(e?.0.value().2);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
 /// Builds the schema 3 indexes from the message rows (migration).
 pub(crate) fn rebuild(txn: &WriteTransaction) -> Result<(), StoreError> {
     let rows: Vec<(u64, u32, bool)> = {

@@ -587,18 +587,6 @@ impl Store {
         Ok(())
     }
 
-    /// UIDs of `mailbox` whose mod-sequence is above `since`, in
-    /// mod-sequence order.
-    pub fn changed_since(&self, mailbox: u64, since: u64) -> Result<Vec<u32>, StoreError> {
-        let txn = self.begin_read()?;
-        let t = txn.open_table(CHANGES)?;
-        let mut out = Vec::new();
-        for e in t.range((mailbox, since.saturating_add(1), 0)..=(mailbox, u64::MAX, u32::MAX))? {
-            out.push(e?.0.value().2);
-        }
-        Ok(out)
-    }
-
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -874,10 +862,10 @@ pub(crate) mod tests {
         drop(store);
         let store = Store::open(&path, StoreOptions::default()).unwrap();
         assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
-        assert_eq!(store.changed_since(inbox.id, 6).unwrap(), vec![3]);
-        assert!(store.changed_since(inbox.id, 7).unwrap().is_empty());
-        // Schema 3's indexes were built from the rows.
         let txn = store.begin_read().unwrap();
+        assert_eq!(index::changed_since(&txn, inbox.id, 6).unwrap(), vec![3]);
+        assert!(index::changed_since(&txn, inbox.id, 7).unwrap().is_empty());
+        // Schema 3's indexes were built from the rows.
         assert_eq!(index::uid_runs(&txn, inbox.id).unwrap(), vec![(3, 3)]);
         assert_eq!(index::first_unseen(&txn, inbox.id).unwrap(), Some(3));
         drop(txn);

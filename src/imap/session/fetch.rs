@@ -73,19 +73,8 @@ impl Session {
             let since = changed_since.unwrap_or(0);
             let sel_id = self.selected().map(|s| s.id).unwrap_or(0);
             let txn = self.store_read()?;
-            let log = txn.open_table(EXPUNGED).map_err(|e| db(e.into()))?;
-            let mut gone = Vec::new();
-            for entry in log
-                .range((sel_id, since + 1, 0)..=(sel_id, u64::MAX, u32::MAX))
-                .map_err(|e| db(e.into()))?
-            {
-                let (k, _) = entry.map_err(|e| db(e.into()))?;
-                if set.contains(k.value().2, u32::MAX) {
-                    gone.push(k.value().2);
-                }
-            }
-            gone.sort_unstable();
-            gone.dedup();
+            let mut gone = crate::store::index::expunged_since(&txn, sel_id, since).map_err(db)?;
+            gone.retain(|&u| set.contains(u, u32::MAX));
             if !gone.is_empty() {
                 self.line(&format!("* VANISHED (EARLIER) {}", sequence::render(gone)));
             }

@@ -35,8 +35,8 @@ use crate::server::conn::{Incoming, Input, Line, Stream, with_timeout};
 use crate::store::mailbox_ops::{self, DELIMITER, FlagChange};
 use crate::store::writer::WriteOp;
 use crate::store::{
-    BLOBS, BlobId, BlobRow, CHUNKS, EXPUNGED, MAILBOX_NAMES, MAILBOXES, MESSAGES, Mailbox,
-    MessageRow, SpecialUse, StoreError, flags,
+    BLOBS, BlobId, BlobRow, CHUNKS, MAILBOX_NAMES, MAILBOXES, MESSAGES, Mailbox, MessageRow,
+    SpecialUse, StoreError, flags,
 };
 
 /// Replies are written out once this much is buffered.

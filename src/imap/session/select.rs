@@ -114,38 +114,30 @@ impl Session {
         };
         let (id, uidnext) = (sel.id, sel.uidnext);
         let txn = self.store_read()?;
-        let log = txn.open_table(EXPUNGED).map_err(|e| db(e.into()))?;
-        let mut vanished = Vec::new();
-        for entry in log
-            .range((id, modseq + 1, 0)..=(id, u64::MAX, u32::MAX))
-            .map_err(|e| db(e.into()))?
-        {
-            let (k, _) = entry.map_err(|e| db(e.into()))?;
-            let uid = k.value().2;
-            if known.is_none_or(|k| k.contains(uid, uidnext.saturating_sub(1))) {
-                vanished.push(uid);
-            }
-        }
-        vanished.sort_unstable();
-        vanished.dedup();
+        let mut vanished = crate::store::index::expunged_since(&txn, id, modseq).map_err(db)?;
+        vanished.retain(|&uid| known.is_none_or(|k| k.contains(uid, uidnext.saturating_sub(1))));
         if !vanished.is_empty() {
             let label = if earlier_label { " (EARLIER)" } else { "" };
             self.line(&format!("* VANISHED{label} {}", sequence::render(vanished)));
         }
+        // The rows changed since `modseq` (the `changes` index), not a
+        // read of every message.
+        let changed = crate::store::index::changed_since(&txn, id, modseq).map_err(db)?;
         let messages = txn.open_table(MESSAGES).map_err(|e| db(e.into()))?;
         let Some(sel) = self.selected() else {
             return Ok(());
         };
         let mut lines = Vec::new();
-        for (i, uid) in sel.uids.iter().enumerate() {
+        for uid in changed {
+            let Ok(i) = sel.uids.binary_search(&uid) else {
+                continue;
+            };
             if let Some(row) = messages.get((id, uid)).map_err(|e| db(e.into()))? {
                 let row = MessageRow::decode(row.value()).map_err(|e| db(e.into()))?;
-                if row.modseq > modseq {
-                    let mut l = format!("* {} FETCH (UID {uid} FLAGS ", i + 1).into_bytes();
-                    crate::imap::render_flags(row.flags, &row.keywords, &mut l);
-                    l.extend_from_slice(format!(" MODSEQ ({}))\r\n", row.modseq).as_bytes());
-                    lines.push(l);
-                }
+                let mut l = format!("* {} FETCH (UID {uid} FLAGS ", i + 1).into_bytes();
+                crate::imap::render_flags(row.flags, &row.keywords, &mut l);
+                l.extend_from_slice(format!(" MODSEQ ({}))\r\n", row.modseq).as_bytes());
+                lines.push(l);
             }
         }
         for l in lines {
@@ -178,22 +170,10 @@ impl Session {
         let mut out = Vec::new();
         let mut expunges_pending = false;
         // Expunges first: sequence numbers of later responses depend on them.
-        let log = txn.open_table(EXPUNGED).map_err(|e| db(e.into()))?;
-        let mut gone = Vec::new();
-        for entry in log
-            .range((sel.id, sel.modseq + 1, 0)..=(sel.id, u64::MAX, u32::MAX))
-            .map_err(|e| db(e.into()))?
-        {
-            let (k, _) = entry.map_err(|e| db(e.into()))?;
-            let uid = k.value().2;
-            if sel.uids.binary_search(&uid).is_ok() {
-                gone.push(uid);
-            }
-        }
+        let mut gone = crate::store::index::expunged_since(&txn, sel.id, sel.modseq).map_err(db)?;
+        gone.retain(|uid| sel.uids.binary_search(uid).is_ok());
         if !gone.is_empty() {
             if expunges_allowed {
-                gone.sort_unstable();
-                gone.dedup();
                 if qresync {
                     out.extend_from_slice(
                         format!("* VANISHED {}\r\n", sequence::render(gone.iter().copied()))
@@ -218,20 +198,9 @@ impl Session {
         if mb.highest_modseq > sel.modseq {
             // Only the rows whose mod-sequence moved (the `changes` index),
             // never a scan of the mailbox.
-            let changes = txn
-                .open_table(crate::store::CHANGES)
-                .map_err(|e| db(e.into()))?;
-            let mut changed = Vec::new();
-            for entry in changes
-                .range((sel.id, sel.modseq + 1, 0)..=(sel.id, u64::MAX, u32::MAX))
-                .map_err(|e| db(e.into()))?
-            {
-                let uid = entry.map_err(|e| db(e.into()))?.0.value().2;
-                if uid < sel.uidnext {
-                    changed.push(uid);
-                }
-            }
-            changed.sort_unstable();
+            let mut changed =
+                crate::store::index::changed_since(&txn, sel.id, sel.modseq).map_err(db)?;
+            changed.retain(|&uid| uid < sel.uidnext);
             for uid in changed {
                 let Ok(i) = sel.uids.binary_search(&uid) else {
                     continue;
