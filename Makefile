@@ -13,7 +13,7 @@ IMAGE_DIR ?= $(TARGET_DIR)/image
 IMAGE_TEST_READ ?= imap
 
 .PHONY: build release run test lint bench bench-spam clean \
-	aarch64 armv7 armv6 test-aarch64 test-armv7 test-armv6 image image-test image-boot image-deps
+	hot-text aarch64 armv7 armv6 test-aarch64 test-armv7 test-armv6 image image-test image-boot image-deps
 
 build:
 	$(CARGO) build --locked
@@ -43,6 +43,17 @@ lint:
 
 bench:
 	bash benches/run.sh
+
+# Refreshes board/hot-text.ld, the functions linked first (see build.rs),
+# from what a scan of the scanner benchmark's corpus executes: run
+# `bash benches/scan/run.sh` once first for the corpus. Needs valgrind.
+HOT_TARGET_DIR ?= $(TARGET_DIR)/hot-text
+SCAN_BENCH_DIR ?= $(TARGET_DIR)/scan-bench
+hot-text:
+	CARGO_TARGET_DIR=$(HOT_TARGET_DIR) CARGO_PROFILE_RELEASE_STRIP=false \
+		CC_x86_64_unknown_linux_musl=gcc $(CARGO) build --locked --release --target x86_64-unknown-linux-musl
+	python3 board/hot-text.py -- $(HOT_TARGET_DIR)/x86_64-unknown-linux-musl/release/pimail \
+		scan --signatures $(SCAN_BENCH_DIR)/sigs-1x $(SCAN_BENCH_DIR)/corpus
 
 # Spam filter against bogofilter on the SpamAssassin corpus (fetched, cached).
 bench-spam: release
