@@ -17,6 +17,8 @@ pub enum Container {
     Szdd,
     BinHex,
     Rtf,
+    /// A Microsoft Cabinet (`src/scan/cab.rs`).
+    Cab,
     /// A mail message (an attached .eml or mbox): walked part by part.
     Message,
 }
@@ -38,6 +40,8 @@ pub fn container(head: &[u8]) -> Option<Container> {
         Container::Szdd
     } else if find(head, BINHEX_START).is_some() {
         Container::BinHex
+    } else if head.starts_with(super::cab::MAGIC) {
+        Container::Cab
     } else if head.starts_with(b"{\\rt") {
         Container::Rtf
     } else if looks_like_message(head) {
@@ -73,7 +77,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+pub(super) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..])? {

@@ -7,6 +7,7 @@
 
 use std::io::Read;
 
+use super::cab::CabStop;
 use super::database::Database;
 use super::decode::{self, Decoder};
 use super::hashes::HashMatch;
@@ -633,6 +634,7 @@ impl<'a> Walker<'a> {
                 }
             }
             Container::Tar => self.tar(spool, depth),
+            Container::Cab => self.cab(spool, depth),
             Container::Message => {
                 let src = MessageSource::spool(spool).map_err(spool_error)?;
                 let meta = super::structure(&src).map_err(spool_error)?;
@@ -663,6 +665,27 @@ impl<'a> Walker<'a> {
         })
         .map_err(|e| format!("scan spool: {e}"))?;
         verdict
+    }
+
+    fn cab(&mut self, mut spool: Spool, depth: usize) -> Scan {
+        let mut verdict = Ok(Finding::Clean);
+        let max_skip = self.limits.max_total_size;
+        let stop = super::cab::cab(&mut spool, self.limits.max_zip_entries, max_skip, |m| {
+            // Refused on the declared size, as a zip entry is.
+            verdict = if m.size > self.limits.max_object_size {
+                Ok(Finding::Limit(LIMIT_OBJECT.into()))
+            } else {
+                self.entry(m.data, depth)
+            };
+            Ok(matches!(verdict, Ok(Finding::Clean)))
+        })
+        .map_err(|e| format!("scan spool: {e}"))?;
+        match stop {
+            Err(CabStop::TooManyFiles) => Ok(Finding::Limit(LIMIT_ENTRIES.into())),
+            Err(CabStop::SkipBudget) => Ok(Finding::Limit(LIMIT_TOTAL.into())),
+            // A damaged table ends the cabinet: what came before was scanned.
+            Err(CabStop::Damaged(_)) | Ok(()) => verdict,
+        }
     }
 
     /// A Deflate64 zip entry, from its raw bytes: deflate64 builds its
