@@ -446,3 +446,132 @@ fn message_attached_as_a_file() {
         Finding::Limit(LIMIT_DEPTH.into())
     );
 }
+
+/// 7z samples made with 7-Zip 26.02 (`7zz`) from a readme of 40 lines
+/// (so that LZMA2 compresses the solid block rather than store it) and
+/// EICAR as `e.com`: `7zz a -ms=on eicar-solid.7z readme.txt e.com`
+/// (LZMA2, one solid block, compressed header), `7zz a -m0=LZMA -mhc=off
+/// eicar-lzma-plainheader.7z e.com`, `7zz a -pTest -mhe=off
+/// eicar-encrypted.7z e.com` (LZMA2 then AES).
+const SEVENZ_SOLID: &[u8] = include_bytes!("testdata/eicar-solid.7z");
+const SEVENZ_LZMA: &[u8] = include_bytes!("testdata/eicar-lzma-plainheader.7z");
+const SEVENZ_ENCRYPTED: &[u8] = include_bytes!("testdata/eicar-encrypted.7z");
+
+/// A 7z archive with its next header replaced by `header` and both CRCs
+/// (next header, start header) recomputed.
+fn sevenz_with_header(archive: &[u8], header: &[u8]) -> Vec<u8> {
+    let crc = |b: &[u8]| {
+        let mut c = flate2::Crc::new();
+        c.update(b);
+        c.sum()
+    };
+    let offset = u64::from_le_bytes(archive[12..20].try_into().unwrap()) as usize;
+    let mut out = archive[..32 + offset].to_vec();
+    out.extend_from_slice(header);
+    out[20..28].copy_from_slice(&(header.len() as u64).to_le_bytes());
+    out[28..32].copy_from_slice(&crc(header).to_le_bytes());
+    let start = crc(&out[12..32]);
+    out[8..12].copy_from_slice(&start.to_le_bytes());
+    out
+}
+
+fn sevenz_header(archive: &[u8]) -> &[u8] {
+    let offset = u64::from_le_bytes(archive[12..20].try_into().unwrap()) as usize;
+    &archive[32 + offset..]
+}
+
+#[test]
+fn sevenz_entries() {
+    let lim = Limits::default();
+    // Compressed: EICAR is not in the archive's own bytes.
+    for sample in [SEVENZ_SOLID, SEVENZ_LZMA, SEVENZ_ENCRYPTED] {
+        assert!(!sample.windows(EICAR.len()).any(|w| w == EICAR));
+    }
+    assert_eq!(scan(&with_attachment(SEVENZ_SOLID), lim), infected());
+    assert_eq!(scan(&with_attachment(SEVENZ_LZMA), lim), infected());
+    // Encrypted entries are skipped.
+    assert_eq!(
+        scan(&with_attachment(SEVENZ_ENCRYPTED), lim),
+        Finding::Clean
+    );
+    // EICAR is the second entry of the solid block: depth 2 for a 7z in
+    // a gzip.
+    let gz = gzip(SEVENZ_SOLID);
+    let at = Limits {
+        max_depth: 2,
+        ..lim
+    };
+    assert_eq!(scan(&with_attachment(&gz), at), infected());
+    let below = Limits {
+        max_depth: 1,
+        ..lim
+    };
+    assert_eq!(
+        scan(&with_attachment(&gz), below),
+        Finding::Limit(LIMIT_DEPTH.into())
+    );
+}
+
+#[test]
+fn sevenz_limits() {
+    let lim = Limits::default();
+    let one = Limits {
+        max_zip_entries: 1,
+        ..lim
+    };
+    assert_eq!(
+        scan(&with_attachment(SEVENZ_SOLID), one),
+        Finding::Limit(LIMIT_ENTRIES.into())
+    );
+    // EICAR's declared 68 bytes, refused before decoding.
+    let small = Limits {
+        max_object_size: 67,
+        ..lim
+    };
+    assert_eq!(
+        scan(&with_attachment(SEVENZ_LZMA), small),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+    // A 64 MiB LZMA dictionary in the coder's properties: refused, not
+    // allocated.
+    let header = sevenz_header(SEVENZ_LZMA);
+    let props = header
+        .windows(5)
+        .position(|w| w == [0x5d, 0x00, 0x10, 0x00, 0x00])
+        .unwrap();
+    let mut big_dict = header.to_vec();
+    big_dict[props + 1..props + 5].copy_from_slice(&(64u32 << 20).to_le_bytes());
+    let archive = sevenz_with_header(SEVENZ_LZMA, &big_dict);
+    assert_eq!(
+        scan(&with_attachment(&archive), lim),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+    // A compressed header that declares 1 MiB once decoded: more than
+    // 1,000 entries need, refused before it is decoded.
+    let header = sevenz_header(SEVENZ_SOLID);
+    let size = header.windows(2).position(|w| w == [0x0c, 0x76]).unwrap();
+    let mut huge = header[..size + 1].to_vec();
+    huge.extend_from_slice(&[0xe0, 0x00, 0x00, 0x10]);
+    huge.extend_from_slice(&header[size + 2..]);
+    let archive = sevenz_with_header(SEVENZ_SOLID, &huge);
+    assert_eq!(
+        scan(&with_attachment(&archive), lim),
+        Finding::Limit(LIMIT_ENTRIES.into())
+    );
+}
+
+#[test]
+fn sevenz_damage_is_never_a_panic() {
+    let lim = Limits::default();
+    for sample in [SEVENZ_SOLID, SEVENZ_LZMA, SEVENZ_ENCRYPTED] {
+        for cut in 0..sample.len() {
+            let got = scan(&with_attachment(&sample[..cut]), lim);
+            assert!(matches!(got, Finding::Clean | Finding::Limit(_)), "{cut}");
+        }
+        for at in 6..sample.len() {
+            let mut bad = sample.to_vec();
+            bad[at] ^= 0x55;
+            scan(&with_attachment(&bad), lim);
+        }
+    }
+}

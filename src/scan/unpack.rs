@@ -1,7 +1,7 @@
 //! Containers the walker looks inside, recognised by their first bytes,
 //! and the small readers written here for the simple ones: tar (ustar and
 //! old-style), SZDD (MS-DOS `COMPRESS.EXE`), BinHex 4.0 and the hex
-//! `\objdata` of RTF embedded objects. Zip, gzip and bzip2 come from
+//! `\objdata` of RTF embedded objects. Zip, gzip, bzip2 and 7z come from
 //! crates. Every reader streams (no member is held whole) and treats
 //! damage as the end of the data, never a panic.
 
@@ -17,6 +17,8 @@ pub enum Container {
     Szdd,
     BinHex,
     Rtf,
+    /// 7z (`sevenz.rs`).
+    SevenZ,
     /// A mail message (an attached .eml or mbox): walked part by part.
     Message,
 }
@@ -40,6 +42,8 @@ pub fn container(head: &[u8]) -> Option<Container> {
         Container::BinHex
     } else if head.starts_with(b"{\\rt") {
         Container::Rtf
+    } else if head.starts_with(super::sevenz::SIGNATURE) {
+        Container::SevenZ
     } else if looks_like_message(head) {
         Container::Message
     } else {
@@ -453,6 +457,10 @@ mod tests {
         assert_eq!(container(b"BZhx"), None);
         assert_eq!(container(b"{\\rtf1\\ansi"), Some(Container::Rtf));
         assert_eq!(container(b"Subject: x\r\n"), Some(Container::Message));
+        assert_eq!(
+            container(b"7z\xbc\xaf\x27\x1c\0\x04"),
+            Some(Container::SevenZ)
+        );
         let mut t = vec![0u8; 512];
         t[257..262].copy_from_slice(b"ustar");
         assert_eq!(container(&t), Some(Container::Tar));
