@@ -10,7 +10,7 @@
 //!   does not grow with their number.
 //! - [`Walker`]: the raw message, every MIME part decoded (base64,
 //!   quoted-printable, uuencode), embedded messages, archive entries (zip,
-//!   tar, 7z...), within [`Limits`].
+//!   tar, 7z...) and OLE2 streams, within [`Limits`].
 //! - [`delivery`]: the SMTP inspection stage (refuse with `554 5.7.1` or
 //!   quarantine), and [`cli`]: `pimail scan`.
 //!
@@ -31,6 +31,7 @@ pub mod delivery;
 mod hashes;
 mod matcher;
 mod object;
+mod ole2;
 mod sevenz;
 pub mod signature;
 mod unpack;

@@ -12,6 +12,7 @@ use super::decode::{self, Decoder};
 use super::hashes::HashMatch;
 use super::matcher::ObjectKind;
 use super::object::{HEAD, Hashers, Spool, TextStream, WindowStream};
+use super::ole2::{self, Ole2, PptObject};
 use super::sevenz;
 use super::unpack::{self, Container};
 use crate::message::{MessageMeta, Part};
@@ -647,6 +648,7 @@ impl<'a> Walker<'a> {
             }
             Container::Tar => self.tar(spool, depth),
             Container::SevenZ => self.sevenz(spool, depth),
+            Container::Ole2 => self.ole2(spool, depth),
             Container::Message => {
                 let src = MessageSource::spool(spool).map_err(spool_error)?;
                 let meta = super::structure(&src).map_err(spool_error)?;
@@ -754,6 +756,67 @@ impl<'a> Walker<'a> {
             }
         }
         Ok(Finding::Clean)
+    }
+
+    /// An OLE2 compound file: every stream is an object, and a
+    /// PowerPoint document's embedded objects too (see ole2.rs).
+    fn ole2(&mut self, spool: Spool, depth: usize) -> Scan {
+        let spool_error = |e: std::io::Error| format!("scan spool: {e}");
+        let Some(mut ole) = Ole2::open(spool).map_err(spool_error)? else {
+            return Ok(Finding::Clean);
+        };
+        // A damaged directory ends the list: the streams before it are
+        // scanned.
+        let streams = ole.streams(self.limits.max_zip_entries).unwrap_or_default();
+        if streams.len() > self.limits.max_zip_entries {
+            return Ok(Finding::Limit(LIMIT_ENTRIES.into()));
+        }
+        for s in &streams {
+            if let Some(limit) = self.declared(s.size) {
+                return Ok(limit);
+            }
+            let r = self.entry(ole.open_stream(s), depth)?;
+            if r != Finding::Clean {
+                return Ok(r);
+            }
+            if s.name == ole2::POWERPOINT_DOCUMENT {
+                let r = self.ppt_objects(ole.open_stream(s), depth + 1)?;
+                if r != Finding::Clean {
+                    return Ok(r);
+                }
+            }
+        }
+        Ok(Finding::Clean)
+    }
+
+    /// The embedded objects of a PowerPoint Document stream, each an
+    /// object at `depth`.
+    fn ppt_objects(&mut self, mut stream: impl Read, depth: usize) -> Scan {
+        if depth > self.limits.max_depth {
+            return Ok(Finding::Limit(LIMIT_DEPTH.into()));
+        }
+        let mut verdict = Finding::Clean;
+        ole2::ppt_objects(&mut stream, |object, data| {
+            verdict = match object {
+                PptObject::Stored(len) => match self.declared(len) {
+                    Some(limit) => limit,
+                    None => self.entry(data, depth)?,
+                },
+                PptObject::Zlib {
+                    compressed,
+                    declared,
+                } => match self.declared(declared) {
+                    Some(limit) => limit,
+                    // What inflates past the declared size is not read.
+                    None => self.entry(
+                        flate2::read::ZlibDecoder::new(data.take(compressed)).take(declared),
+                        depth,
+                    )?,
+                },
+            };
+            Ok(verdict == Finding::Clean)
+        })?;
+        Ok(verdict)
     }
 
     /// A Deflate64 zip entry, from its raw bytes: deflate64 builds its
