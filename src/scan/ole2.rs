@@ -55,7 +55,8 @@ pub struct Stream {
 
 impl<R: Read + Seek> Ole2<R> {
     /// Reads the header, the FAT and the mini FAT. None if this is not a
-    /// compound file whose header makes sense.
+    /// compound file whose header makes sense; a table that leaves the
+    /// file is cut there.
     pub fn open(mut r: R) -> std::io::Result<Option<Ole2<R>>> {
         let len = r.seek(SeekFrom::End(0))?;
         r.seek(SeekFrom::Start(0))?;
@@ -90,15 +91,16 @@ impl<R: Read + Seek> Ole2<R> {
         let mut next = u32_at(68);
         let mut hops = 0;
         while difat.len() < fat_sectors && next < MAX_REG_SECT && hops < sectors {
-            let s = ole.sector(next)?;
+            let Ok(s) = ole.sector(next) else { break };
             let (entries, link) = s.split_at(s.len() - 4);
             difat.extend(entries.chunks(4).map(le32));
             next = le32(link);
             hops += 1;
         }
         difat.truncate(fat_sectors);
+        // A table sector past the end of the file ends the table.
         for &s in difat.iter().take_while(|&&s| s < MAX_REG_SECT) {
-            let bytes = ole.sector(s)?;
+            let Ok(bytes) = ole.sector(s) else { break };
             ole.fat.extend(bytes.chunks(4).map(le32));
         }
         ole.fat.truncate(sectors);
@@ -107,10 +109,12 @@ impl<R: Read + Seek> Ole2<R> {
         let minifat_sectors = ole.chain(u32_at(60));
         let mut minifat = Vec::new();
         for s in minifat_sectors {
-            minifat.extend(ole.sector(s)?.chunks(4).map(le32));
+            let Ok(bytes) = ole.sector(s) else { break };
+            minifat.extend(bytes.chunks(4).map(le32));
         }
-        if let Some(&first) = ole.chain(ole.first_dir).first() {
-            let bytes = ole.sector(first)?;
+        if let Some(&first) = ole.chain(ole.first_dir).first()
+            && let Ok(bytes) = ole.sector(first)
+        {
             // Type 5: the root entry, always the first ([MS-CFB] 2.6.1).
             let (kind, root) = ole.dir_entry(&bytes[..DIR_ENTRY]);
             if kind == 5 {
@@ -158,11 +162,12 @@ impl<R: Read + Seek> Ole2<R> {
     }
 
     /// The streams of the directory, in directory order, up to `max` + 1
-    /// (the caller's entry limit).
-    pub fn streams(&mut self, max: usize) -> std::io::Result<Vec<Stream>> {
+    /// (the caller's entry limit); a directory that leaves the file ends
+    /// there.
+    pub fn streams(&mut self, max: usize) -> Vec<Stream> {
         let mut out = Vec::new();
         for s in self.chain(self.first_dir) {
-            let bytes = self.sector(s)?;
+            let Ok(bytes) = self.sector(s) else { break };
             for e in bytes.chunks_exact(DIR_ENTRY) {
                 let (kind, stream) = self.dir_entry(e);
                 // Type 2: a stream ([MS-CFB] 2.6.1).
@@ -170,12 +175,12 @@ impl<R: Read + Seek> Ole2<R> {
                     continue;
                 }
                 if out.len() > max {
-                    return Ok(out);
+                    return out;
                 }
                 out.push(stream);
             }
         }
-        Ok(out)
+        out
     }
 
     /// A 128-byte directory entry: its object type and where its data is.

@@ -790,6 +790,10 @@ fn ole2_limits_and_damage() {
             &ppt_stream(EICAR, EICAR.len() as u32),
         ),
     ]);
+    // A FAT sector past the end: no table, no streams, no error.
+    let mut far = doc.clone();
+    far[76..80].copy_from_slice(&1000u32.to_le_bytes());
+    assert_eq!(scan(&with_attachment(&far), lim), Finding::Clean);
     for cut in (0..doc.len()).step_by(7) {
         let got = scan(&with_attachment(&doc[..cut]), lim);
         assert!(matches!(got, Finding::Clean | Finding::Limit(_)), "{cut}");

@@ -761,13 +761,13 @@ impl<'a> Walker<'a> {
     /// An OLE2 compound file: every stream is an object, and a
     /// PowerPoint document's embedded objects too (see ole2.rs).
     fn ole2(&mut self, spool: Spool, depth: usize) -> Scan {
-        let spool_error = |e: std::io::Error| format!("scan spool: {e}");
-        let Some(mut ole) = Ole2::open(spool).map_err(spool_error)? else {
+        // Not a readable compound file: its bytes were matched as they are.
+        let Ok(Some(mut ole)) = Ole2::open(spool) else {
             return Ok(Finding::Clean);
         };
         // A damaged directory ends the list: the streams before it are
         // scanned.
-        let streams = ole.streams(self.limits.max_zip_entries).unwrap_or_default();
+        let streams = ole.streams(self.limits.max_zip_entries);
         if streams.len() > self.limits.max_zip_entries {
             return Ok(Finding::Limit(LIMIT_ENTRIES.into()));
         }
