@@ -9,8 +9,8 @@
 //!   literal anchors; hash signatures live in an on-disk sorted index, so RAM
 //!   does not grow with their number.
 //! - [`Walker`]: the raw message, every MIME part decoded (base64,
-//!   quoted-printable, uuencode), embedded messages and zip entries, within
-//!   [`Limits`].
+//!   quoted-printable, uuencode), embedded messages, archive entries (zip,
+//!   tar, 7z...) and OLE2 streams, within [`Limits`].
 //! - [`delivery`]: the SMTP inspection stage (refuse with `554 5.7.1` or
 //!   quarantine), and [`cli`]: `pimail scan`.
 //!
@@ -32,6 +32,8 @@ pub mod delivery;
 mod hashes;
 mod matcher;
 mod object;
+mod ole2;
+mod sevenz;
 pub mod signature;
 mod unpack;
 mod walk;

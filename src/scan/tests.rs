@@ -446,3 +446,368 @@ fn message_attached_as_a_file() {
         Finding::Limit(LIMIT_DEPTH.into())
     );
 }
+
+/// 7z samples made with 7-Zip 26.02 (`7zz`) from a readme of 40 lines
+/// (so that LZMA2 compresses the solid block rather than store it) and
+/// EICAR as `e.com`: `7zz a -ms=on eicar-solid.7z readme.txt e.com`
+/// (LZMA2, one solid block, compressed header), `7zz a -m0=LZMA -mhc=off
+/// eicar-lzma-plainheader.7z e.com`, `7zz a -pTest -mhe=off
+/// eicar-encrypted.7z e.com` (LZMA2 then AES).
+const SEVENZ_SOLID: &[u8] = include_bytes!("testdata/eicar-solid.7z");
+const SEVENZ_LZMA: &[u8] = include_bytes!("testdata/eicar-lzma-plainheader.7z");
+const SEVENZ_ENCRYPTED: &[u8] = include_bytes!("testdata/eicar-encrypted.7z");
+
+/// A 7z archive with its next header replaced by `header` and both CRCs
+/// (next header, start header) recomputed.
+fn sevenz_with_header(archive: &[u8], header: &[u8]) -> Vec<u8> {
+    let crc = |b: &[u8]| {
+        let mut c = flate2::Crc::new();
+        c.update(b);
+        c.sum()
+    };
+    let offset = u64::from_le_bytes(archive[12..20].try_into().unwrap()) as usize;
+    let mut out = archive[..32 + offset].to_vec();
+    out.extend_from_slice(header);
+    out[20..28].copy_from_slice(&(header.len() as u64).to_le_bytes());
+    out[28..32].copy_from_slice(&crc(header).to_le_bytes());
+    let start = crc(&out[12..32]);
+    out[8..12].copy_from_slice(&start.to_le_bytes());
+    out
+}
+
+fn sevenz_header(archive: &[u8]) -> &[u8] {
+    let offset = u64::from_le_bytes(archive[12..20].try_into().unwrap()) as usize;
+    &archive[32 + offset..]
+}
+
+#[test]
+fn sevenz_entries() {
+    let lim = Limits::default();
+    // Compressed: EICAR is not in the archive's own bytes.
+    for sample in [SEVENZ_SOLID, SEVENZ_LZMA, SEVENZ_ENCRYPTED] {
+        assert!(!sample.windows(EICAR.len()).any(|w| w == EICAR));
+    }
+    assert_eq!(scan(&with_attachment(SEVENZ_SOLID), lim), infected());
+    assert_eq!(scan(&with_attachment(SEVENZ_LZMA), lim), infected());
+    // Encrypted entries are skipped.
+    assert_eq!(
+        scan(&with_attachment(SEVENZ_ENCRYPTED), lim),
+        Finding::Clean
+    );
+    // EICAR is the second entry of the solid block: depth 2 for a 7z in
+    // a gzip.
+    let gz = gzip(SEVENZ_SOLID);
+    let at = Limits {
+        max_depth: 2,
+        ..lim
+    };
+    assert_eq!(scan(&with_attachment(&gz), at), infected());
+    let below = Limits {
+        max_depth: 1,
+        ..lim
+    };
+    assert_eq!(
+        scan(&with_attachment(&gz), below),
+        Finding::Limit(LIMIT_DEPTH.into())
+    );
+}
+
+#[test]
+fn sevenz_limits() {
+    let lim = Limits::default();
+    let one = Limits {
+        max_zip_entries: 1,
+        ..lim
+    };
+    assert_eq!(
+        scan(&with_attachment(SEVENZ_SOLID), one),
+        Finding::Limit(LIMIT_ENTRIES.into())
+    );
+    // EICAR's declared 68 bytes, refused before decoding.
+    let small = Limits {
+        max_object_size: 67,
+        ..lim
+    };
+    assert_eq!(
+        scan(&with_attachment(SEVENZ_LZMA), small),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+    // A 64 MiB LZMA dictionary in the coder's properties: refused, not
+    // allocated.
+    let header = sevenz_header(SEVENZ_LZMA);
+    let props = header
+        .windows(5)
+        .position(|w| w == [0x5d, 0x00, 0x10, 0x00, 0x00])
+        .unwrap();
+    let mut big_dict = header.to_vec();
+    big_dict[props + 1..props + 5].copy_from_slice(&(64u32 << 20).to_le_bytes());
+    let archive = sevenz_with_header(SEVENZ_LZMA, &big_dict);
+    assert_eq!(
+        scan(&with_attachment(&archive), lim),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+    // A compressed header that declares 1 MiB once decoded: more than
+    // 1,000 entries need, refused before it is decoded.
+    let header = sevenz_header(SEVENZ_SOLID);
+    let size = header.windows(2).position(|w| w == [0x0c, 0x76]).unwrap();
+    let mut huge = header[..size + 1].to_vec();
+    huge.extend_from_slice(&[0xe0, 0x00, 0x00, 0x10]);
+    huge.extend_from_slice(&header[size + 2..]);
+    let archive = sevenz_with_header(SEVENZ_SOLID, &huge);
+    assert_eq!(
+        scan(&with_attachment(&archive), lim),
+        Finding::Limit(LIMIT_ENTRIES.into())
+    );
+}
+
+#[test]
+fn sevenz_damage_is_never_a_panic() {
+    let lim = Limits::default();
+    for sample in [SEVENZ_SOLID, SEVENZ_LZMA, SEVENZ_ENCRYPTED] {
+        for cut in 0..sample.len() {
+            let got = scan(&with_attachment(&sample[..cut]), lim);
+            assert!(matches!(got, Finding::Clean | Finding::Limit(_)), "{cut}");
+        }
+        for at in 6..sample.len() {
+            let mut bad = sample.to_vec();
+            bad[at] ^= 0x55;
+            scan(&with_attachment(&bad), lim);
+        }
+    }
+}
+
+/// An OLE2 compound file ([MS-CFB] version 3, 512-byte sectors) built
+/// here: streams under 4096 bytes in the mini stream, the others in
+/// sectors of their own. Each chain is laid out backwards (its last
+/// sector first), so a stream's bytes are in the file only out of order:
+/// what is found was read along the chains.
+fn ole2(streams: &[(&str, &[u8])]) -> Vec<u8> {
+    const END: u32 = 0xffff_fffe;
+    let mut fat: Vec<u32> = vec![0xffff_fffd]; // sector 0: the FAT
+    let mut sectors: Vec<Vec<u8>> = vec![Vec::new()];
+    // Appends a chain of `data`'s blocks of `size` bytes to `table`,
+    // backwards; returns its first block.
+    fn chain(table: &mut Vec<u32>, blocks: &mut Vec<Vec<u8>>, data: &[u8], size: usize) -> u32 {
+        if data.is_empty() {
+            return END;
+        }
+        let parts: Vec<&[u8]> = data.chunks(size).collect();
+        let base = table.len();
+        for (i, part) in parts.iter().enumerate().rev() {
+            let mut b = part.to_vec();
+            b.resize(size, 0);
+            blocks.push(b);
+            // Block base + (n - 1 - i) holds part i; it links to part i + 1.
+            table.push(if i + 1 == parts.len() {
+                END
+            } else {
+                (base + parts.len() - 2 - i) as u32
+            });
+        }
+        (base + parts.len() - 1) as u32
+    }
+    let mut minifat = Vec::new();
+    let mut minis = Vec::new();
+    let mut entries = Vec::new();
+    for (name, data) in streams {
+        let start = if data.len() < 4096 {
+            chain(&mut minifat, &mut minis, data, 64)
+        } else {
+            chain(&mut fat, &mut sectors, data, 512)
+        };
+        entries.push((*name, 2u8, start, data.len()));
+    }
+    let ministream = minis.concat();
+    let mini_start = chain(&mut fat, &mut sectors, &ministream, 512);
+    let minifat_bytes: Vec<u8> = minifat.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let minifat_start = chain(&mut fat, &mut sectors, &minifat_bytes, 512);
+    entries.insert(0, ("Root Entry", 5, mini_start, ministream.len()));
+    let mut dir = Vec::new();
+    for (i, (name, kind, start, size)) in entries.iter().enumerate() {
+        let mut e = [0u8; 128];
+        let units: Vec<u8> = name.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+        e[..units.len()].copy_from_slice(&units);
+        e[64..66].copy_from_slice(&(units.len() as u16 + 2).to_le_bytes());
+        e[66] = *kind;
+        // A list rather than a balanced tree: root's child is entry 1,
+        // each entry's right sibling the next.
+        let none = u32::MAX.to_le_bytes();
+        e[68..72].copy_from_slice(&none);
+        let next = if i == 0 || i + 1 == entries.len() {
+            u32::MAX
+        } else {
+            i as u32 + 1
+        };
+        e[72..76].copy_from_slice(&next.to_le_bytes());
+        let child = if i == 0 && entries.len() > 1 {
+            1
+        } else {
+            u32::MAX
+        };
+        e[76..80].copy_from_slice(&child.to_le_bytes());
+        e[116..120].copy_from_slice(&start.to_le_bytes());
+        e[120..124].copy_from_slice(&(*size as u32).to_le_bytes());
+        dir.extend_from_slice(&e);
+    }
+    let dir_start = chain(&mut fat, &mut sectors, &dir, 512);
+    assert!(fat.len() <= 128, "one FAT sector");
+    let mut fat_sector: Vec<u8> = fat.iter().flat_map(|v| v.to_le_bytes()).collect();
+    fat_sector.resize(512, 0xff);
+    sectors[0] = fat_sector;
+    let mut h = vec![0u8; 512];
+    h[..8].copy_from_slice(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1");
+    let u16s: [(usize, u16); 5] = [(24, 0x3e), (26, 3), (28, 0xfffe), (30, 9), (32, 6)];
+    for (at, v) in u16s {
+        h[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    }
+    let minifat_sectors = minifat_bytes.len().div_ceil(512) as u32;
+    let u32s: [(usize, u32); 8] = [
+        (44, 1),
+        (48, dir_start),
+        (56, 4096),
+        (60, minifat_start),
+        (64, minifat_sectors),
+        (68, END),
+        (72, 0),
+        (76, 0),
+    ];
+    for (at, v) in u32s {
+        h[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    h[80..512].fill(0xff);
+    h.extend(sectors.concat());
+    h
+}
+
+/// A PowerPoint Document stream: a container with an atom, then an
+/// ExOleObjStg record holding `object` zlib-compressed (instance 1).
+fn ppt_stream(object: &[u8], declared: u32) -> Vec<u8> {
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(object).unwrap();
+    let z = z.finish().unwrap();
+    let record = |ver_inst: u16, kind: u16, body: &[u8]| {
+        let mut r = ver_inst.to_le_bytes().to_vec();
+        r.extend_from_slice(&kind.to_le_bytes());
+        r.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        r.extend_from_slice(body);
+        r
+    };
+    let atom = record(0x0001, 0x03e9, &[0u8; 40]);
+    let mut s = record(0x000f, 0x03e8, &atom);
+    let mut body = declared.to_le_bytes().to_vec();
+    body.extend_from_slice(&z);
+    s.extend(record(0x0010, 0x1011, &body));
+    s.extend(record(0x0000, 0x1772, &[0u8; 20]));
+    s
+}
+
+#[test]
+fn ole2_streams() {
+    let lim = Limits::default();
+    let mut big = vec![b'.'; 5000];
+    big[1000..1000 + EICAR.len()].copy_from_slice(EICAR);
+    for streams in [
+        vec![("WordDocument", &b"text"[..]), ("\u{1}Ole10Native", EICAR)],
+        vec![("Data", &big[..]), ("1Table", b"x")],
+    ] {
+        let file = ole2(&streams);
+        assert!(!file.windows(EICAR.len()).any(|w| w == EICAR));
+        assert_eq!(scan(&with_attachment(&file), lim), infected());
+    }
+    let clean = ole2(&[("WordDocument", b"text"), ("Data", &[7u8; 5000])]);
+    assert_eq!(scan(&with_attachment(&clean), lim), Finding::Clean);
+}
+
+#[test]
+fn powerpoint_embedded_object() {
+    let lim = Limits::default();
+    let doc = ole2(&[
+        ("Current User", b"user"),
+        (
+            "PowerPoint Document",
+            &ppt_stream(EICAR, EICAR.len() as u32),
+        ),
+    ]);
+    assert_eq!(scan(&with_attachment(&doc), lim), infected());
+    // The object is one level below its stream.
+    let at = Limits {
+        max_depth: 2,
+        ..lim
+    };
+    assert_eq!(scan(&with_attachment(&doc), at), infected());
+    let below = Limits {
+        max_depth: 1,
+        ..lim
+    };
+    assert_eq!(
+        scan(&with_attachment(&doc), below),
+        Finding::Limit(LIMIT_DEPTH.into())
+    );
+    // A bomb: refused on the size it declares, and what inflates past
+    // that size is not read.
+    let bomb = ole2(&[("PowerPoint Document", &ppt_stream(&[0u8; 100_000], 1 << 30))]);
+    assert_eq!(
+        scan(&with_attachment(&bomb), lim),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+    let mut hidden = vec![0u8; 100_000];
+    hidden[90_000..90_000 + EICAR.len()].copy_from_slice(EICAR);
+    let lying = ole2(&[("PowerPoint Document", &ppt_stream(&hidden, 1000))]);
+    assert_eq!(scan(&with_attachment(&lying), lim), Finding::Clean);
+}
+
+#[test]
+fn ole2_limits_and_damage() {
+    let lim = Limits::default();
+    let file = ole2(&[("a", b"1"), ("b", b"2"), ("c", EICAR)]);
+    let three = Limits {
+        max_zip_entries: 3,
+        ..lim
+    };
+    assert_eq!(scan(&with_attachment(&file), three), infected());
+    let two = Limits {
+        max_zip_entries: 2,
+        ..lim
+    };
+    assert_eq!(
+        scan(&with_attachment(&file), two),
+        Finding::Limit(LIMIT_ENTRIES.into())
+    );
+    let small = Limits {
+        max_object_size: 4999,
+        ..lim
+    };
+    let big = ole2(&[("Data", &[7u8; 5000])]);
+    assert_eq!(
+        scan(&with_attachment(&big), small),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+    // Truncated and damaged files end a stream or the directory early.
+    let doc = ole2(&[
+        ("Data", &[7u8; 5000]),
+        (
+            "PowerPoint Document",
+            &ppt_stream(EICAR, EICAR.len() as u32),
+        ),
+    ]);
+    // A FAT sector past the end: no table, no streams, no error.
+    let mut far = doc.clone();
+    far[76..80].copy_from_slice(&1000u32.to_le_bytes());
+    assert_eq!(scan(&with_attachment(&far), lim), Finding::Clean);
+    for cut in (0..doc.len()).step_by(7) {
+        let got = scan(&with_attachment(&doc[..cut]), lim);
+        assert!(matches!(got, Finding::Clean | Finding::Limit(_)), "{cut}");
+    }
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..300 {
+        let mut bad = doc.clone();
+        for _ in 0..4 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let at = 8 + (rng as usize) % (bad.len() - 8);
+            bad[at] = (rng >> 32) as u8;
+        }
+        scan(&with_attachment(&bad), lim);
+    }
+}

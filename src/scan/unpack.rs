@@ -1,8 +1,8 @@
 //! Containers the walker looks inside, recognised by their first bytes,
 //! and the small readers written here for the simple ones: tar (ustar and
 //! old-style), SZDD (MS-DOS `COMPRESS.EXE`), BinHex 4.0 and the hex
-//! `\objdata` of RTF embedded objects. Zip, gzip and bzip2 come from
-//! crates. Every reader streams (no member is held whole) and treats
+//! `\objdata` of RTF embedded objects. Zip, gzip, bzip2 and 7z come from
+//! crates; OLE2 compound files are read in `ole2.rs`. Every reader streams (no member is held whole) and treats
 //! damage as the end of the data, never a panic.
 
 use std::io::Read;
@@ -19,6 +19,10 @@ pub enum Container {
     Rtf,
     /// A Microsoft Cabinet (`src/scan/cab.rs`).
     Cab,
+    /// 7z (`sevenz.rs`).
+    SevenZ,
+    /// An OLE2 compound file: Office 97-2003 documents, MSI (`ole2.rs`).
+    Ole2,
     /// A mail message (an attached .eml or mbox): walked part by part.
     Message,
 }
@@ -44,6 +48,10 @@ pub fn container(head: &[u8]) -> Option<Container> {
         Container::Cab
     } else if head.starts_with(b"{\\rt") {
         Container::Rtf
+    } else if head.starts_with(super::sevenz::SIGNATURE) {
+        Container::SevenZ
+    } else if head.starts_with(super::ole2::SIGNATURE) {
+        Container::Ole2
     } else if looks_like_message(head) {
         Container::Message
     } else {
@@ -457,6 +465,14 @@ mod tests {
         assert_eq!(container(b"BZhx"), None);
         assert_eq!(container(b"{\\rtf1\\ansi"), Some(Container::Rtf));
         assert_eq!(container(b"Subject: x\r\n"), Some(Container::Message));
+        assert_eq!(
+            container(b"7z\xbc\xaf\x27\x1c\0\x04"),
+            Some(Container::SevenZ)
+        );
+        assert_eq!(
+            container(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1\0"),
+            Some(Container::Ole2)
+        );
         let mut t = vec![0u8; 512];
         t[257..262].copy_from_slice(b"ustar");
         assert_eq!(container(&t), Some(Container::Tar));

@@ -13,6 +13,8 @@ use super::decode::{self, Decoder};
 use super::hashes::HashMatch;
 use super::matcher::ObjectKind;
 use super::object::{HEAD, Hashers, Spool, TextStream, WindowStream};
+use super::ole2::{self, Ole2, PptObject};
+use super::sevenz;
 use super::unpack::{self, Container};
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
@@ -62,6 +64,18 @@ type Scan = Result<Finding, String>;
 
 /// Bytes read at a time from an archive entry or a plain file.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Largest LZMA/LZMA2 dictionary (and PPMd model, header buffer) the 7z
+/// decoder may allocate, in KiB: 16 MiB, 7-Zip's default for large
+/// files (it writes smaller ones for smaller data), plus the
+/// probability tables. A larger one is a limit verdict, not allocated.
+const SEVENZ_DICT_KB: usize = 17 * 1024;
+/// Decoded 7z header bytes allowed per entry of `max_zip_entries`: file
+/// names of about 50 characters, sizes, CRC, times and attributes. The
+/// crate's entry records cost at most ~100 bytes per header byte, so the
+/// default 1,000 entries bound that to ~12 MB for a hostile header.
+const SEVENZ_HEADER_PER_ENTRY: u64 = 128;
+const SEVENZ_HEADER_MIN: u64 = 4096;
 
 /// Reads byte ranges of a received message (offsets as in its MIME tree).
 pub struct MessageSource {
@@ -635,6 +649,8 @@ impl<'a> Walker<'a> {
             }
             Container::Tar => self.tar(spool, depth),
             Container::Cab => self.cab(spool, depth),
+            Container::SevenZ => self.sevenz(spool, depth),
+            Container::Ole2 => self.ole2(spool, depth),
             Container::Message => {
                 let src = MessageSource::spool(spool).map_err(spool_error)?;
                 let meta = super::structure(&src).map_err(spool_error)?;
@@ -671,11 +687,9 @@ impl<'a> Walker<'a> {
         let mut verdict = Ok(Finding::Clean);
         let max_skip = self.limits.max_total_size;
         let stop = super::cab::cab(&mut spool, self.limits.max_zip_entries, max_skip, |m| {
-            // Refused on the declared size, as a zip entry is.
-            verdict = if m.size > self.limits.max_object_size {
-                Ok(Finding::Limit(LIMIT_OBJECT.into()))
-            } else {
-                self.entry(m.data, depth)
+            verdict = match self.declared(m.size) {
+                Some(limit) => Ok(limit),
+                None => self.entry(m.data, depth),
             };
             Ok(matches!(verdict, Ok(Finding::Clean)))
         })
@@ -686,6 +700,144 @@ impl<'a> Walker<'a> {
             // A damaged table ends the cabinet: what came before was scanned.
             Err(CabStop::Damaged(_)) | Ok(()) => verdict,
         }
+    }
+
+    /// Whether an entry of `declared` bytes may be read: a bomb is refused
+    /// on its declared size, before inflating (and a lying header on what
+    /// actually comes out).
+    fn declared(&self, declared: u64) -> Option<Finding> {
+        if declared > self.limits.max_object_size {
+            return Some(Finding::Limit(LIMIT_OBJECT.into()));
+        }
+        if self.total.saturating_add(declared) > self.limits.max_total_size {
+            return Some(Finding::Limit(LIMIT_TOTAL.into()));
+        }
+        None
+    }
+
+    /// A 7z archive, block by block; in a solid block the entries stream
+    /// one after the other out of one decoder (the block is never held).
+    /// A block that cannot be decoded (encrypted, PPMd, damaged) is
+    /// skipped: its packed bytes were matched as they are.
+    fn sevenz(&mut self, spool: Spool, depth: usize) -> Scan {
+        use sevenz_rust2::{Archive, BlockDecoder, Error, Password};
+        let mut spool = std::io::BufReader::with_capacity(READ_CHUNK, spool);
+        // The header, decoded, before the crate reads it: it allocates a
+        // ~100-byte record per file the header declares, and bounds their
+        // number only by the header's length (see sevenz.rs).
+        let header = match sevenz::header_size(&mut spool) {
+            Ok(Some(n)) => n,
+            // Not a readable archive: its bytes were matched as they are.
+            _ => return Ok(Finding::Clean),
+        };
+        let entries = self.limits.max_zip_entries as u64;
+        if header
+            > entries
+                .saturating_mul(SEVENZ_HEADER_PER_ENTRY)
+                .max(SEVENZ_HEADER_MIN)
+        {
+            return Ok(Finding::Limit(LIMIT_ENTRIES.into()));
+        }
+        let password = Password::empty();
+        let archive = match Archive::read_with_memory_limit(&mut spool, &password, SEVENZ_DICT_KB) {
+            Ok(a) => a,
+            Err(Error::MaxMemLimited { .. }) => return Ok(Finding::Limit(LIMIT_OBJECT.into())),
+            Err(_) => return Ok(Finding::Clean),
+        };
+        if archive.files.iter().filter(|f| f.has_stream()).count() > self.limits.max_zip_entries {
+            return Ok(Finding::Limit(LIMIT_ENTRIES.into()));
+        }
+        for block in 0..archive.blocks.len() {
+            let mut verdict = Ok(Finding::Clean);
+            let decoder = BlockDecoder::new_with_memory_limit(
+                1,
+                SEVENZ_DICT_KB,
+                block,
+                &archive,
+                &password,
+                &mut spool,
+            );
+            let decoded = decoder.for_each_entries(&mut |entry, reader| {
+                if !entry.has_stream() || entry.is_directory() {
+                    return Ok(true);
+                }
+                verdict = match self.declared(entry.size()) {
+                    Some(limit) => Ok(limit),
+                    None => self.entry(reader, depth),
+                };
+                Ok(matches!(verdict, Ok(Finding::Clean)))
+            });
+            if let Err(Error::MaxMemLimited { .. }) = decoded {
+                return Ok(Finding::Limit(LIMIT_OBJECT.into()));
+            }
+            // Other errors (a method not built in, damage, a CRC that
+            // does not match) end the block: what came out was scanned.
+            if !matches!(verdict, Ok(Finding::Clean)) {
+                return verdict;
+            }
+        }
+        Ok(Finding::Clean)
+    }
+
+    /// An OLE2 compound file: every stream is an object, and a
+    /// PowerPoint document's embedded objects too (see ole2.rs).
+    fn ole2(&mut self, spool: Spool, depth: usize) -> Scan {
+        // Not a readable compound file: its bytes were matched as they are.
+        let Ok(Some(mut ole)) = Ole2::open(spool) else {
+            return Ok(Finding::Clean);
+        };
+        // A damaged directory ends the list: the streams before it are
+        // scanned.
+        let streams = ole.streams(self.limits.max_zip_entries);
+        if streams.len() > self.limits.max_zip_entries {
+            return Ok(Finding::Limit(LIMIT_ENTRIES.into()));
+        }
+        for s in &streams {
+            if let Some(limit) = self.declared(s.size) {
+                return Ok(limit);
+            }
+            let r = self.entry(ole.open_stream(s), depth)?;
+            if r != Finding::Clean {
+                return Ok(r);
+            }
+            if s.name == ole2::POWERPOINT_DOCUMENT {
+                let r = self.ppt_objects(ole.open_stream(s), depth + 1)?;
+                if r != Finding::Clean {
+                    return Ok(r);
+                }
+            }
+        }
+        Ok(Finding::Clean)
+    }
+
+    /// The embedded objects of a PowerPoint Document stream, each an
+    /// object at `depth`.
+    fn ppt_objects(&mut self, mut stream: impl Read, depth: usize) -> Scan {
+        if depth > self.limits.max_depth {
+            return Ok(Finding::Limit(LIMIT_DEPTH.into()));
+        }
+        let mut verdict = Finding::Clean;
+        ole2::ppt_objects(&mut stream, |object, data| {
+            verdict = match object {
+                PptObject::Stored(len) => match self.declared(len) {
+                    Some(limit) => limit,
+                    None => self.entry(data, depth)?,
+                },
+                PptObject::Zlib {
+                    compressed,
+                    declared,
+                } => match self.declared(declared) {
+                    Some(limit) => limit,
+                    // What inflates past the declared size is not read.
+                    None => self.entry(
+                        flate2::read::ZlibDecoder::new(data.take(compressed)).take(declared),
+                        depth,
+                    )?,
+                },
+            };
+            Ok(verdict == Finding::Clean)
+        })?;
+        Ok(verdict)
     }
 
     /// A Deflate64 zip entry, from its raw bytes: deflate64 builds its
@@ -728,14 +880,8 @@ impl<'a> Walker<'a> {
             if entry.is_dir() {
                 continue;
             }
-            // A bomb is refused on its declared size, before inflating
-            // (and a lying header on what actually comes out).
-            let declared = entry.size();
-            if declared > self.limits.max_object_size {
-                return Ok(Finding::Limit(LIMIT_OBJECT.into()));
-            }
-            if self.total.saturating_add(declared) > self.limits.max_total_size {
-                return Ok(Finding::Limit(LIMIT_TOTAL.into()));
+            if let Some(limit) = self.declared(entry.size()) {
+                return Ok(limit);
             }
             // By value: the entry's decompressor is freed before what it
             // holds is unpacked.
