@@ -30,9 +30,11 @@ mod decode;
 pub mod delivery;
 mod hashes;
 mod matcher;
+mod nsis;
 mod object;
 pub mod signature;
 mod unpack;
+mod upx;
 mod walk;
 
 #[cfg(test)]
