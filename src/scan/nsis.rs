@@ -123,9 +123,9 @@ pub fn layout(first: &[u8; 5], fh: &FirstHeader) -> Layout {
     let word = u32::from_le_bytes([first[0], first[1], first[2], first[3]]);
     let room = fh.end.saturating_sub(fh.data() + 4);
     let solid_lzma = first[0] == 0x5D && first[1] == 0 && first[4] != 0x5D;
-    if word & COMPRESSED != 0 && ((word & !COMPRESSED) as u64) <= room && !solid_lzma {
-        Layout::Blocks
-    } else if word == fh.header_len {
+    let compressed_header =
+        word & COMPRESSED != 0 && ((word & !COMPRESSED) as u64) <= room && !solid_lzma;
+    if compressed_header || word == fh.header_len {
         Layout::Blocks
     } else {
         Layout::Solid(compression(first[0]))
@@ -164,4 +164,44 @@ pub fn decoder<'a>(
 pub fn block(word: [u8; 4]) -> (bool, u32) {
     let w = u32::from_le_bytes(word);
     (w & COMPRESSED != 0, w & !COMPRESSED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_from_the_first_bytes_makensis_writes() {
+        // The first five data bytes of installers made with makensis 3.08
+        // (`SetCompressor [/SOLID] zlib|bzip2|lzma`), script header 3868
+        // bytes, data about 1.3 KB.
+        let fh = FirstHeader {
+            offset: 0,
+            header_len: 3868,
+            end: 1300,
+        };
+        let cases: [([u8; 5], Layout); 6] = [
+            ([0xb5, 0x02, 0x00, 0x80, 0xed], Layout::Blocks),
+            ([0xa1, 0x02, 0x00, 0x80, 0x31], Layout::Blocks),
+            ([0x67, 0x02, 0x00, 0x80, 0x5d], Layout::Blocks),
+            (
+                [0xed, 0x58, 0x4b, 0x6f, 0x1b],
+                Layout::Solid(Compression::Deflate),
+            ),
+            (
+                [0x31, 0x00, 0x04, 0x4f, 0xff],
+                Layout::Solid(Compression::Bzip2),
+            ),
+            (
+                [0x5d, 0x00, 0x00, 0x80, 0x00],
+                Layout::Solid(Compression::Lzma),
+            ),
+        ];
+        for (first, want) in cases {
+            assert_eq!(layout(&first, &fh), want, "{first:02x?}");
+        }
+        // A stored script header: its length as it is.
+        assert_eq!(layout(&[0x1c, 0x0f, 0, 0, 1], &fh), Layout::Blocks);
+        assert_eq!(compression(0xed), Compression::Deflate);
+    }
 }
