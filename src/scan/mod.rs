@@ -31,11 +31,13 @@ mod decode;
 pub mod delivery;
 mod hashes;
 mod matcher;
+mod nsis;
 mod object;
 mod ole2;
 mod sevenz;
 pub mod signature;
 mod unpack;
+mod upx;
 mod walk;
 
 #[cfg(test)]

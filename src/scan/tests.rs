@@ -811,3 +811,249 @@ fn ole2_limits_and_damage() {
         scan(&with_attachment(&bad), lim);
     }
 }
+
+/// Raw LZMA (no header) with an end marker, and its properties byte.
+fn lzma_raw(data: &[u8], dict: u32) -> (u8, Vec<u8>) {
+    let mut opts = lzma_rust2::LzmaOptions::with_preset(6);
+    opts.dict_size = dict;
+    let props = opts.get_props();
+    let mut w = lzma_rust2::LzmaWriter::new_no_header(Vec::new(), &opts, true).unwrap();
+    w.write_all(data).unwrap();
+    (props, w.finish().unwrap())
+}
+
+/// An MS-DOS header pointing at a PE signature, padded to `len` bytes.
+fn pe_stub(len: usize) -> Vec<u8> {
+    let mut pe = vec![0u8; len];
+    pe[..2].copy_from_slice(b"MZ");
+    pe[0x3c] = 0x80;
+    pe[0x80..0x84].copy_from_slice(b"PE\0\0");
+    pe
+}
+
+/// An image to pack: EICAR amid code-like bytes.
+fn image() -> Vec<u8> {
+    let mut img: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+    img.extend_from_slice(EICAR);
+    img.extend_from_slice(&[0x90; 500]);
+    img
+}
+
+/// A UPX-packed PE as UPX 3 and 4 lay one out (pimail reads only the
+/// pack header and the data after it): the pack header ends the headers
+/// at 0x400, the compressed data follows. `u_len` may lie.
+fn upx_packed(method: u8, packed: &[u8], u_len: u32, u_adler: u32) -> Vec<u8> {
+    let mut pe = pe_stub(0x3e0);
+    pe.extend_from_slice(&[b'U', b'P', b'X', b'!', 13, 9, method, 8]);
+    let c_adler = upx::adler32(packed);
+    for v in [u_adler, c_adler, u_len, packed.len() as u32, u_len] {
+        pe.extend_from_slice(&v.to_le_bytes());
+    }
+    // Filter, its parameter, MRU entries, header checksum.
+    pe.extend_from_slice(&[0, 0, 0, 0]);
+    pe.extend_from_slice(packed);
+    pe
+}
+
+fn upx_samples() -> Vec<(u8, Vec<u8>)> {
+    use upx::Nrv;
+    let img = image();
+    let mut v: Vec<(u8, Vec<u8>)> = [
+        (2, Nrv::B, 32),
+        (3, Nrv::B, 8),
+        (6, Nrv::D, 8),
+        (7, Nrv::D, 16),
+        (5, Nrv::D, 32),
+        (8, Nrv::E, 32),
+        (10, Nrv::E, 16),
+    ]
+    .into_iter()
+    .map(|(m, kind, width)| (m, upx::tests::compress(kind, width, &img)))
+    .collect();
+    // Method 14: two bytes of properties for lc 3, lp 0, pb 2.
+    let (_, raw) = lzma_raw(&img, 1 << 16);
+    let mut lzma = vec![(3 << 3) | 2, 3];
+    lzma.extend_from_slice(&raw);
+    v.push((14, lzma));
+    v
+}
+
+#[test]
+fn upx_packed_executable() {
+    let img = image();
+    let lim = Limits::default();
+    for (method, packed) in upx_samples() {
+        let pe = upx_packed(method, &packed, img.len() as u32, upx::adler32(&img));
+        assert!(!pe.windows(EICAR.len()).any(|w| w == EICAR));
+        assert_eq!(
+            scan(&with_attachment(&pe), lim),
+            infected(),
+            "method {method}"
+        );
+        // Truncated: the pack header's checksum no longer holds, the file
+        // is scanned as it is.
+        let cut = &pe[..pe.len() - packed.len() / 2];
+        assert_eq!(scan(&with_attachment(cut), lim), Finding::Clean);
+        // Damaged data that still passes the header's checks (the checksum
+        // is of what is there): no panic, no error.
+        let mut damaged = packed.clone();
+        for b in damaged.iter_mut().skip(40).step_by(97) {
+            *b ^= 0x5a;
+        }
+        let pe = upx_packed(method, &damaged, img.len() as u32, 0);
+        scan(&with_attachment(&pe), lim);
+        // A declared size past the object limit is a verdict, before any
+        // allocation.
+        let pe = upx_packed(method, &packed, 0x7fff_ffff, 0);
+        assert_eq!(
+            scan(&with_attachment(&pe), lim),
+            Finding::Limit(LIMIT_OBJECT.into())
+        );
+        // An output shorter than declared is what is scanned.
+        let pe = upx_packed(method, &packed, 3000, 0);
+        assert_eq!(scan(&with_attachment(&pe), lim), Finding::Clean);
+    }
+    // Total: the declared size counts before decompressing.
+    let (method, packed) = &upx_samples()[0];
+    let pe = upx_packed(*method, packed, img.len() as u32, 0);
+    let small = Limits {
+        max_total_size: (pe.len() + img.len()) as u64 - 1,
+        ..lim
+    };
+    assert_eq!(
+        scan(&with_attachment(&pe), small),
+        Finding::Limit(LIMIT_TOTAL.into())
+    );
+}
+
+/// An NSIS installer: a stub, the first header at 512, then `data`.
+fn nsis(header_len: u32, data: &[u8]) -> Vec<u8> {
+    let mut f = pe_stub(512);
+    f.extend_from_slice(&0u32.to_le_bytes());
+    f.extend_from_slice(b"\xEF\xBE\xAD\xDENullsoftInst");
+    f.extend_from_slice(&header_len.to_le_bytes());
+    f.extend_from_slice(&(28 + data.len() as u32 + 4).to_le_bytes());
+    f.extend_from_slice(data);
+    // The CRC-32 NSIS ends with (not checked).
+    f.extend_from_slice(&[0; 4]);
+    f
+}
+
+fn deflate_raw(data: &[u8]) -> Vec<u8> {
+    let mut d = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    d.write_all(data).unwrap();
+    d.finish().unwrap()
+}
+
+/// NSIS's LZMA stream: properties, dictionary size, raw LZMA (encoded
+/// with a small dictionary: the data is small, any larger one declared
+/// reads the same).
+fn nsis_lzma(data: &[u8], dict: u32) -> Vec<u8> {
+    let (props, raw) = lzma_raw(data, 1 << 16);
+    let mut s = vec![props];
+    s.extend_from_slice(&dict.to_le_bytes());
+    s.extend_from_slice(&raw);
+    s
+}
+
+/// The installer's blocks: a script header and two files, EICAR hidden
+/// by compression in the second.
+fn nsis_blocks() -> Vec<Vec<u8>> {
+    let script = b"\x01\0\0\0 a script header of sorts".repeat(20);
+    let mut file = b"MZ installed program ".repeat(30);
+    file.extend_from_slice(EICAR);
+    vec![script, b"readme, stored".to_vec(), file]
+}
+
+fn length_prefixed(blocks: &[Vec<u8>]) -> Vec<u8> {
+    let mut s = Vec::new();
+    for b in blocks {
+        s.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        s.extend_from_slice(b);
+    }
+    s
+}
+
+/// Non-solid: each block compressed on its own (the second stored).
+fn nsis_non_solid(compress: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+    let blocks = nsis_blocks();
+    let mut data = Vec::new();
+    for (i, b) in blocks.iter().enumerate() {
+        if i == 1 {
+            data.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            data.extend_from_slice(b);
+        } else {
+            let c = compress(b);
+            data.extend_from_slice(&(c.len() as u32 | 1 << 31).to_le_bytes());
+            data.extend_from_slice(&c);
+        }
+    }
+    nsis(blocks[0].len() as u32, &data)
+}
+
+fn nsis_samples() -> Vec<(&'static str, Vec<u8>)> {
+    let blocks = nsis_blocks();
+    let solid = length_prefixed(&blocks);
+    let header_len = blocks[0].len() as u32;
+    vec![
+        ("deflate", nsis_non_solid(deflate_raw)),
+        ("lzma", nsis_non_solid(|b| nsis_lzma(b, 8 << 20))),
+        ("solid deflate", nsis(header_len, &deflate_raw(&solid))),
+        ("solid lzma", nsis(header_len, &nsis_lzma(&solid, 8 << 20))),
+        (
+            "solid lzma 1 MiB",
+            nsis(header_len, &nsis_lzma(&solid, 1 << 20)),
+        ),
+        // A dictionary past the bound is cut to it: this data fits.
+        (
+            "solid lzma 64 MiB",
+            nsis(header_len, &nsis_lzma(&solid, 64 << 20)),
+        ),
+    ]
+}
+
+#[test]
+fn nsis_installer() {
+    let lim = Limits::default();
+    for (name, f) in nsis_samples() {
+        assert!(!f.windows(EICAR.len()).any(|w| w == EICAR), "{name}");
+        assert_eq!(scan(&with_attachment(&f), lim), infected(), "{name}");
+        // Truncated inside the last block: what came before is scanned, no
+        // error.
+        let cut = &f[..f.len() - 30];
+        scan(&with_attachment(cut), lim);
+        let cut = &f[..600];
+        assert_eq!(scan(&with_attachment(cut), lim), Finding::Clean, "{name}");
+        // Damaged bytes through the data: whatever is decoded is scanned.
+        for step in [7, 31, 101] {
+            let mut bad = f.clone();
+            for b in bad.iter_mut().skip(540).step_by(step) {
+                *b ^= 0xa5;
+            }
+            scan(&with_attachment(&bad), lim);
+        }
+        // Three blocks: the entry limit counts each.
+        let two = Limits {
+            max_zip_entries: 2,
+            ..lim
+        };
+        assert_eq!(
+            scan(&with_attachment(&f), two),
+            Finding::Limit(LIMIT_ENTRIES.into()),
+            "{name}"
+        );
+    }
+    // A solid stream's declared file length past the object limit.
+    let mut blocks = nsis_blocks();
+    blocks.truncate(1);
+    let mut solid = length_prefixed(&blocks);
+    solid.extend_from_slice(&0x7fff_0000u32.to_le_bytes());
+    solid.extend_from_slice(b"a bomb would follow");
+    let f = nsis(blocks[0].len() as u32, &deflate_raw(&solid));
+    assert_eq!(
+        scan(&with_attachment(&f), lim),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+    // Not an installer: a PE with nothing after its stub.
+    assert_eq!(scan(&with_attachment(&pe_stub(4096)), lim), Finding::Clean);
+}

@@ -25,6 +25,9 @@ pub enum Container {
     Ole2,
     /// A mail message (an attached .eml or mbox): walked part by part.
     Message,
+    /// A Windows executable: UPX-packed, or an NSIS installer (`walk.rs`,
+    /// `Walker::pe`).
+    Pe,
 }
 
 const BINHEX_START: &[u8] = b"(This file must be converted with BinHex";
@@ -54,9 +57,21 @@ pub fn container(head: &[u8]) -> Option<Container> {
         Container::Ole2
     } else if looks_like_message(head) {
         Container::Message
+    } else if is_pe(head) {
+        Container::Pe
     } else {
         return None;
     })
+}
+
+/// An MS-DOS header whose `e_lfanew` points at a `PE\0\0` signature in
+/// `head` (linkers put it within the first few hundred bytes).
+fn is_pe(head: &[u8]) -> bool {
+    let Some(at) = head.get(0x3c..0x40) else {
+        return false;
+    };
+    let at = u32::from_le_bytes([at[0], at[1], at[2], at[3]]) as usize;
+    head.starts_with(b"MZ") && head.get(at..at.saturating_add(4)) == Some(b"PE\0\0")
 }
 
 /// Header names a raw message may start with.
@@ -85,7 +100,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-pub(super) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..])? {
@@ -477,6 +492,13 @@ mod tests {
         t[257..262].copy_from_slice(b"ustar");
         assert_eq!(container(&t), Some(Container::Tar));
         assert_eq!(container(b"MZ\x90\0"), None);
+        let mut pe = vec![0u8; 256];
+        pe[..2].copy_from_slice(b"MZ");
+        pe[0x3c] = 0x80;
+        pe[0x80..0x84].copy_from_slice(b"PE\0\0");
+        assert_eq!(container(&pe), Some(Container::Pe));
+        pe[0x3c] = 0xff;
+        assert_eq!(container(&pe), None);
     }
 
     proptest! {

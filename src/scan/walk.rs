@@ -5,7 +5,7 @@
 //! Nesting, entry count and decoded bytes are bounded; going past a bound is
 //! a [`Finding::Limit`] verdict, never an expansion.
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 
 use super::cab::CabStop;
 use super::database::Database;
@@ -16,6 +16,7 @@ use super::object::{HEAD, Hashers, Spool, TextStream, WindowStream};
 use super::ole2::{self, Ole2, PptObject};
 use super::sevenz;
 use super::unpack::{self, Container};
+use super::{nsis, upx};
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
 use crate::store::content::Content;
@@ -61,6 +62,10 @@ pub const LIMIT_TOTAL: &str = "Heuristics.Limits.Exceeded.MaxScanSize";
 pub const LIMIT_ENTRIES: &str = "Heuristics.Limits.Exceeded.MaxFiles";
 
 type Scan = Result<Finding, String>;
+
+/// A UPX pack header is looked for in a PE's first bytes: its headers,
+/// which UPX ends with it.
+const UPX_HEADERS: u64 = 8 * 1024;
 
 /// Bytes read at a time from an archive entry or a plain file.
 const READ_CHUNK: usize = 16 * 1024;
@@ -651,6 +656,7 @@ impl<'a> Walker<'a> {
             Container::Cab => self.cab(spool, depth),
             Container::SevenZ => self.sevenz(spool, depth),
             Container::Ole2 => self.ole2(spool, depth),
+            Container::Pe => self.pe(spool, depth),
             Container::Message => {
                 let src = MessageSource::spool(spool).map_err(spool_error)?;
                 let meta = super::structure(&src).map_err(spool_error)?;
@@ -659,6 +665,138 @@ impl<'a> Walker<'a> {
                     return Ok(r);
                 }
                 self.part(&src, &meta.root, depth)
+            }
+        }
+    }
+
+    /// A Windows executable: the code and data UPX packed, then an NSIS
+    /// installer's blocks. Other executables have nothing pimail unpacks
+    /// (their own bytes were matched as they are).
+    fn pe(&mut self, mut spool: Spool, depth: usize) -> Scan {
+        let io = |e: std::io::Error| format!("scan spool: {e}");
+        let size = spool.seek(SeekFrom::End(0)).map_err(io)?;
+        let r = self.upx(&mut spool, size, depth)?;
+        if r != Finding::Clean {
+            return Ok(r);
+        }
+        match nsis::first_header(&mut spool, size).map_err(io)? {
+            Some(fh) => self.nsis(&mut spool, fh, depth),
+            None => Ok(Finding::Clean),
+        }
+    }
+
+    /// UPX's packed data, found by its pack header in the PE headers and
+    /// decompressed within the object and total limits (checked on the
+    /// declared size before anything is allocated).
+    fn upx(&mut self, spool: &mut Spool, size: u64, depth: usize) -> Scan {
+        let io = |e: std::io::Error| format!("scan spool: {e}");
+        let mut head = vec![0u8; size.min(UPX_HEADERS) as usize];
+        spool.seek(SeekFrom::Start(0)).map_err(io)?;
+        let n = unpack::read_full(spool, &mut head).map_err(io)?;
+        head.truncate(n);
+        let found = upx::find(&head, |at, len| {
+            // At most what the file holds: the length is the header's word.
+            let len = (len as u64).min(size.saturating_sub(at as u64));
+            let mut data = vec![0u8; len as usize];
+            spool.seek(SeekFrom::Start(at as u64))?;
+            let n = unpack::read_full(spool, &mut data)?;
+            data.truncate(n);
+            Ok(data)
+        })
+        .map_err(io)?;
+        drop(head);
+        let Some((header, packed)) = found else {
+            return Ok(Finding::Clean);
+        };
+        let u_len = header.u_len as u64;
+        if u_len > self.limits.max_object_size {
+            return Ok(Finding::Limit(LIMIT_OBJECT.into()));
+        }
+        if self.total.saturating_add(u_len) > self.limits.max_total_size {
+            return Ok(Finding::Limit(LIMIT_TOTAL.into()));
+        }
+        match header.method {
+            upx::Method::Nrv(kind, width) => {
+                let image = upx::nrv(kind, width, &packed, header.u_len as usize);
+                drop(packed);
+                self.entry(&image[..], depth)
+            }
+            upx::Method::Lzma => match upx::lzma(&packed, header.u_len) {
+                Some(r) => self.entry(r.take(u_len), depth),
+                None => Ok(Finding::Clean),
+            },
+        }
+    }
+
+    /// An NSIS installer's blocks (the script header, then each file), each
+    /// scanned as an entry; every block counts against the entry limit.
+    fn nsis(&mut self, spool: &mut Spool, fh: nsis::FirstHeader, depth: usize) -> Scan {
+        let io = |e: std::io::Error| format!("scan spool: {e}");
+        let mut first = [0u8; 5];
+        spool.seek(SeekFrom::Start(fh.data())).map_err(io)?;
+        if unpack::read_full(spool, &mut first).map_err(io)? < first.len() {
+            return Ok(Finding::Clean);
+        }
+        spool.seek(SeekFrom::Start(fh.data())).map_err(io)?;
+        let mut entries = 0;
+        match nsis::layout(&first, &fh) {
+            nsis::Layout::Solid(compression) => {
+                let data = (&mut *spool).take(fh.end - fh.data());
+                let Some(mut stream) = nsis::decoder(compression, data) else {
+                    return Ok(Finding::Clean);
+                };
+                let mut word = [0u8; 4];
+                // Damage ends the stream: a short length word.
+                while unpack::read_full(&mut stream, &mut word).unwrap_or(0) == 4 {
+                    let (_, len) = nsis::block(word);
+                    entries += 1;
+                    if entries > self.limits.max_zip_entries {
+                        return Ok(Finding::Limit(LIMIT_ENTRIES.into()));
+                    }
+                    if len as u64 > self.limits.max_object_size {
+                        return Ok(Finding::Limit(LIMIT_OBJECT.into()));
+                    }
+                    let r = self.entry((&mut stream).take(len as u64), depth)?;
+                    if r != Finding::Clean {
+                        return Ok(r);
+                    }
+                }
+                Ok(Finding::Clean)
+            }
+            nsis::Layout::Blocks => {
+                let mut at = fh.data();
+                while at + 4 <= fh.end {
+                    let mut word = [0u8; 4];
+                    spool.seek(SeekFrom::Start(at)).map_err(io)?;
+                    if unpack::read_full(spool, &mut word).map_err(io)? < 4 {
+                        break;
+                    }
+                    let (compressed, len) = nsis::block(word);
+                    let len = (len as u64).min(fh.end - at - 4);
+                    entries += 1;
+                    if entries > self.limits.max_zip_entries {
+                        return Ok(Finding::Limit(LIMIT_ENTRIES.into()));
+                    }
+                    let mut data = (&mut *spool).take(len);
+                    let r = if compressed {
+                        let mut b = [0u8; 1];
+                        if unpack::read_full(&mut data, &mut b).map_err(io)? < 1 {
+                            break;
+                        }
+                        let stream = std::io::Cursor::new(b).chain(data);
+                        match nsis::decoder(nsis::compression(b[0]), stream) {
+                            Some(d) => self.entry(d, depth)?,
+                            None => Finding::Clean,
+                        }
+                    } else {
+                        self.entry(data, depth)?
+                    };
+                    if r != Finding::Clean {
+                        return Ok(r);
+                    }
+                    at += 4 + len;
+                }
+                Ok(Finding::Clean)
             }
         }
     }
