@@ -26,6 +26,7 @@
 pub mod cli;
 mod compiled;
 mod database;
+mod datauri;
 mod decode;
 pub mod delivery;
 mod hashes;

@@ -446,3 +446,51 @@ fn message_attached_as_a_file() {
         Finding::Limit(LIMIT_DEPTH.into())
     );
 }
+
+fn html_with_data_uri(payload: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(payload);
+    format!("<a href=\"data:application/octet-stream;base64,{b64}\">get it</a>\n").into_bytes()
+}
+
+#[test]
+fn html_data_uri_payloads() {
+    // An HTML file attached as application/octet-stream (as clam.exe.html
+    // is): recognised by its first tag.
+    let html = html_with_data_uri(EICAR);
+    assert_eq!(scan(&with_attachment(&html), Limits::default()), infected());
+    // A text/html body, the URI split over quoted-printable soft breaks.
+    let qp: Vec<u8> = html
+        .chunks(30)
+        .flat_map(|c| [c, b"=\r\n"].concat())
+        .collect();
+    let mut mail = b"Subject: t\r\nContent-Type: text/html\r\n\
+        Content-Transfer-Encoding: quoted-printable\r\n\r\n<html><body>"
+        .to_vec();
+    mail.extend_from_slice(&qp);
+    assert_eq!(scan(&mail, Limits::default()), infected());
+    // Percent-encoded, in a text/html part.
+    let pct: String = EICAR.iter().map(|b| format!("%{b:02X}")).collect();
+    let mail = format!("Subject: t\r\nContent-Type: text/html\r\n\r\n<img src='data:,{pct}'>");
+    assert_eq!(scan(mail.as_bytes(), Limits::default()), infected());
+    // Harmless payloads, and a URI cut off by the end of the text.
+    let clean = html_with_data_uri(b"just an image");
+    assert_eq!(
+        scan(&with_attachment(&clean), Limits::default()),
+        Finding::Clean
+    );
+    let cut = &html[..html.len() - 20];
+    assert_eq!(
+        scan(&with_attachment(cut), Limits::default()),
+        Finding::Clean
+    );
+    // The payload is one level below its page.
+    let shallow = Limits {
+        max_depth: 0,
+        ..Limits::default()
+    };
+    assert_eq!(
+        scan(&with_attachment(&html), shallow),
+        Finding::Limit(LIMIT_DEPTH.into())
+    );
+}

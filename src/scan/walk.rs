@@ -8,6 +8,7 @@
 use std::io::Read;
 
 use super::database::Database;
+use super::datauri::{self, DataEvent, DataUris};
 use super::decode::{self, Decoder};
 use super::hashes::HashMatch;
 use super::matcher::ObjectKind;
@@ -181,6 +182,9 @@ struct Object<'a> {
     depth: usize,
     /// A text/* part: also matched normalised, and searched for uuencode.
     text: bool,
+    /// A text/html part: searched for `data:` URIs (as is anything that
+    /// starts like HTML).
+    html: bool,
     /// Look inside (archives, uuencode); not for a raw message.
     unpack: bool,
     size: u64,
@@ -193,7 +197,8 @@ struct Object<'a> {
     /// A copy of a container, to unpack once complete.
     spool: Option<(Container, Spool)>,
     uu: Option<UuFiles<'a>>,
-    /// What a uuencoded file inside found.
+    data: Option<DataFiles<'a>>,
+    /// What a uuencoded file or a `data:` URI inside found.
     inner: Option<Finding>,
 }
 
@@ -203,6 +208,7 @@ impl<'a> Object<'a> {
             db,
             depth,
             text,
+            html: false,
             unpack: kind == ObjectKind::Other,
             size: 0,
             hashers: Hashers::new(db),
@@ -212,6 +218,7 @@ impl<'a> Object<'a> {
             decided: false,
             spool: None,
             uu: None,
+            data: None,
             inner: None,
         }
     }
@@ -258,6 +265,9 @@ impl<'a> Object<'a> {
         if self.text || looks_like_text(&head) {
             self.uu = Some(UuFiles::new());
         }
+        if self.html || datauri::looks_like_html(&head) {
+            self.data = Some(DataFiles::new());
+        }
         self.unpackers(w, &head)
     }
 
@@ -265,6 +275,7 @@ impl<'a> Object<'a> {
         if self.decided_by_content() {
             self.spool = None;
             self.uu = None;
+            self.data = None;
             return Ok(());
         }
         if let Some((_, s)) = &mut self.spool {
@@ -273,6 +284,12 @@ impl<'a> Object<'a> {
         }
         if let Some(uu) = &mut self.uu
             && let Some(found) = uu.push(w, self.db, self.depth, bytes)?
+        {
+            self.inner = Some(found);
+        }
+        if let Some(data) = &mut self.data
+            && self.inner.is_none()
+            && let Some(found) = data.push(w, self.db, self.depth, bytes)?
         {
             self.inner = Some(found);
         }
@@ -287,6 +304,12 @@ impl<'a> Object<'a> {
         if let Some(uu) = self.uu.take()
             && !self.decided_by_content()
             && let Some(found) = uu.finish(w, self.db, self.depth)?
+        {
+            self.inner = Some(found);
+        }
+        if let Some(data) = self.data.take()
+            && !self.decided_by_content()
+            && let Some(found) = data.finish(w, self.db, self.depth)?
         {
             self.inner = Some(found);
         }
@@ -455,6 +478,101 @@ impl<'a> UuFiles<'a> {
     }
 }
 
+/// The payloads of `data:` URIs in HTML, each scanned as an object (at
+/// the next depth) as it is decoded.
+struct DataFiles<'a> {
+    uris: DataUris,
+    file: Option<Box<Object<'a>>>,
+}
+
+/// Why a text's URIs stop being read: a verdict, or a failure.
+type DataStop = Result<Finding, String>;
+
+impl<'a> DataFiles<'a> {
+    fn new() -> DataFiles<'a> {
+        DataFiles {
+            uris: DataUris::new(),
+            file: None,
+        }
+    }
+
+    fn push(
+        &mut self,
+        w: &mut Walker,
+        db: &'a Database,
+        depth: usize,
+        bytes: &[u8],
+    ) -> Result<Option<Finding>, String> {
+        let file = &mut self.file;
+        let r = self
+            .uris
+            .push(bytes, |e| DataFiles::event(file, w, db, depth, e));
+        stopped(r)
+    }
+
+    fn event(
+        file: &mut Option<Box<Object<'a>>>,
+        w: &mut Walker,
+        db: &'a Database,
+        depth: usize,
+        e: DataEvent<'_>,
+    ) -> Result<(), DataStop> {
+        match e {
+            DataEvent::Start if depth + 1 > w.limits.max_depth => {
+                return Err(Ok(Finding::Limit(LIMIT_DEPTH.into())));
+            }
+            DataEvent::Start => {
+                *file = Some(Box::new(Object::new(
+                    db,
+                    ObjectKind::Other,
+                    depth + 1,
+                    false,
+                )));
+            }
+            DataEvent::Bytes(b) => {
+                if let Some(obj) = file {
+                    obj.push(w, b).map_err(Err)?;
+                }
+            }
+            DataEvent::End => {
+                let Some(obj) = file.take() else {
+                    return Ok(());
+                };
+                if let Some(limit) = w.count(obj.size) {
+                    return Err(Ok(limit));
+                }
+                match obj.finish(w).map_err(Err)? {
+                    Finding::Clean => {}
+                    found => return Err(Ok(found)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(
+        mut self,
+        w: &mut Walker,
+        db: &'a Database,
+        depth: usize,
+    ) -> Result<Option<Finding>, String> {
+        let file = &mut self.file;
+        let r = self
+            .uris
+            .finish(|e| DataFiles::event(file, w, db, depth, e));
+        stopped(r)
+    }
+}
+
+/// A verdict that stopped reading a text's URIs, or none.
+fn stopped(r: Result<(), DataStop>) -> Result<Option<Finding>, String> {
+    match r {
+        Ok(()) => Ok(None),
+        Err(Ok(found)) => Ok(Some(found)),
+        Err(Err(e)) => Err(e),
+    }
+}
+
 impl<'a> Walker<'a> {
     pub fn new(db: &'a Database, limits: Limits) -> Walker<'a> {
         Walker {
@@ -546,6 +664,7 @@ impl<'a> Walker<'a> {
             depth,
             part.content_type == "text",
         );
+        obj.html = part.content_type == "text" && part.subtype == "html";
         let mut out = Vec::new();
         let mut stop: Result<Option<Finding>, String> = Ok(None);
         src.range(part.body_start, part.end, |b| {
