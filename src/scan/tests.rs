@@ -1,7 +1,7 @@
 //! Whole-message tests: the messages in testdata/ against their expected
 //! verdicts, and every limit at and past its value.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use super::*;
@@ -493,4 +493,195 @@ fn html_data_uri_payloads() {
         scan(&with_attachment(&html), shallow),
         Finding::Limit(LIMIT_DEPTH.into())
     );
+}
+
+/// An LZX stream of one uncompressed block (RFC-less, per the LZX format:
+/// no E8 translation bit, block type 3, a 24-bit size, padding to 16 bits,
+/// the three repeated offsets, the bytes).
+fn lzx_uncompressed(data: &[u8]) -> Vec<u8> {
+    let bits: u32 = (0b0011 << 28) | ((data.len() as u32) << 4);
+    let mut out = Vec::new();
+    out.extend_from_slice(&((bits >> 16) as u16).to_le_bytes());
+    out.extend_from_slice(&(bits as u16).to_le_bytes());
+    for _ in 0..3 {
+        out.extend_from_slice(&1u32.to_le_bytes());
+    }
+    out.extend_from_slice(data);
+    if data.len() % 2 == 1 {
+        out.push(0);
+    }
+    out
+}
+
+/// A CHM (ITSF version 3) built here: `stored` as a file of section 0,
+/// `packed` as one of the LZX section, with an LZX window of `window` 32
+/// KiB units.
+fn chm(stored: &[u8], packed: &[u8], window: u32) -> Vec<u8> {
+    fn encint(mut v: u64, out: &mut Vec<u8>) {
+        let mut groups = vec![(v & 0x7f) as u8];
+        v >>= 7;
+        while v > 0 {
+            groups.push((v & 0x7f) as u8 | 0x80);
+            v >>= 7;
+        }
+        out.extend(groups.iter().rev());
+    }
+    let lzx = lzx_uncompressed(packed);
+    let mut control = 6u32.to_le_bytes().to_vec();
+    control.extend_from_slice(b"LZXC");
+    // Version 2, a reset every two frames (64 KiB), the window, cache size.
+    for v in [2u32, 2, window, 1] {
+        control.extend_from_slice(&v.to_le_bytes());
+    }
+    // One entry per 32 KiB frame: the block's 16-byte header, then the
+    // bytes as they are.
+    let frames = packed.len().div_ceil(0x8000).max(1) as u64;
+    let mut table = Vec::new();
+    for v in [2u32, frames as u32, 8, 0x28] {
+        table.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [packed.len() as u64, lzx.len() as u64, 0x8000] {
+        table.extend_from_slice(&v.to_le_bytes());
+    }
+    for i in 0..frames {
+        let at = if i == 0 { 0 } else { 16 + i * 0x8000 };
+        table.extend_from_slice(&at.to_le_bytes());
+    }
+    // Section 0: control data, reset table, LZX stream, stored file.
+    let mut section0 = Vec::new();
+    let mut entries = Vec::new();
+    let names: [(&[u8], u64, &[u8]); 5] = [
+        (b"::DataSpace/Storage/MSCompressed/ControlData", 0, &control),
+        (
+            b"::DataSpace/Storage/MSCompressed/Transform/{7FC28940-9D31-11D0-9B27-00A0C91E9C7C}/InstanceData/ResetTable",
+            0,
+            &table,
+        ),
+        (b"::DataSpace/Storage/MSCompressed/Content", 0, &lzx),
+        (b"/stored.txt", 0, stored),
+        (b"/packed.exe", 1, packed),
+    ];
+    for (name, section, data) in names {
+        encint(name.len() as u64, &mut entries);
+        entries.extend_from_slice(name);
+        encint(section, &mut entries);
+        if section == 0 {
+            encint(section0.len() as u64, &mut entries);
+            section0.extend_from_slice(data);
+        } else {
+            encint(0, &mut entries);
+        }
+        encint(data.len() as u64, &mut entries);
+    }
+    let chunk = 512usize;
+    let mut pmgl = b"PMGL".to_vec();
+    pmgl.extend_from_slice(&((chunk - 0x14 - entries.len()) as u32).to_le_bytes());
+    pmgl.extend_from_slice(&0u32.to_le_bytes());
+    pmgl.extend_from_slice(&u32::MAX.to_le_bytes());
+    pmgl.extend_from_slice(&u32::MAX.to_le_bytes());
+    pmgl.extend_from_slice(&entries);
+    pmgl.resize(chunk, 0);
+    let mut itsp = b"ITSP".to_vec();
+    for v in [
+        1u32,
+        0x54,
+        10,
+        chunk as u32,
+        2,
+        1,
+        u32::MAX,
+        0,
+        0,
+        u32::MAX,
+        1,
+    ] {
+        itsp.extend_from_slice(&v.to_le_bytes());
+    }
+    itsp.resize(0x54, 0);
+    let dir_len = (itsp.len() + chunk) as u64;
+    let mut f = b"ITSF".to_vec();
+    f.extend_from_slice(&3u32.to_le_bytes());
+    f.extend_from_slice(&0x60u32.to_le_bytes());
+    f.resize(0x48, 0);
+    f.extend_from_slice(&0x60u64.to_le_bytes());
+    f.extend_from_slice(&dir_len.to_le_bytes());
+    f.extend_from_slice(&(0x60 + dir_len).to_le_bytes());
+    f.extend_from_slice(&itsp);
+    f.extend_from_slice(&pmgl);
+    f.extend_from_slice(&section0);
+    f
+}
+
+#[test]
+fn chm_stored_and_lzx_files() {
+    let scan_chm = |c: &[u8], limits| scan(&with_attachment(c), limits);
+    let d = Limits::default();
+    assert_eq!(scan_chm(&chm(EICAR, b"harmless", 2), d), infected());
+    assert_eq!(scan_chm(&chm(b"harmless", b"clean", 2), d), Finding::Clean);
+    // Damage anywhere: no panic, and what was readable is scanned.
+    let whole = chm(b"harmless", EICAR, 2);
+    for cut in (0..whole.len()).step_by(5) {
+        let f = scan_chm(&whole[..cut], d);
+        assert!(
+            f == Finding::Clean || f == infected(),
+            "cut at {cut}: {f:?}"
+        );
+    }
+    for at in (0..whole.len()).step_by(3) {
+        let mut bad = whole.clone();
+        bad[at] ^= 0xa5;
+        let _ = scan_chm(&bad, d);
+    }
+    // Limits: files, declared sizes (a file of 1 TiB).
+    let clean = chm(b"harmless", b"clean", 2);
+    let one = Limits {
+        max_zip_entries: 1,
+        ..d
+    };
+    assert_eq!(scan_chm(&clean, one), Finding::Limit(LIMIT_ENTRIES.into()));
+    let huge = 1u64 << 40;
+    let at = clean.windows(11).position(|w| w == b"/packed.exe").unwrap() + 11;
+    let mut bomb = clean[..at + 2].to_vec();
+    // The length's ENCINT: 1 << 40 in six 7-bit groups, for the one byte.
+    bomb.extend_from_slice(&[0x82, 0x80, 0x80, 0x80, 0x80, 0]);
+    bomb.extend_from_slice(&clean[at + 3..]);
+    assert_eq!(huge, 2 << 39);
+    assert_eq!(scan_chm(&bomb, d), Finding::Limit(LIMIT_OBJECT.into()));
+}
+
+/// The LZX section's files as decoded (in a scan, an uncompressed LZX
+/// block's bytes are in the CHM as they are, so the verdict alone would
+/// not tell).
+#[test]
+fn chm_lzx_section_across_frames() {
+    use super::chm::Directory;
+    let packed: Vec<u8> = (0..40_001u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let data = chm(b"x", &packed, 2);
+    let mut r = std::io::Cursor::new(&data);
+    let Directory::Files {
+        files,
+        section1: Some(mut s),
+        ..
+    } = Directory::read(&mut r, 10).unwrap()
+    else {
+        panic!("not read");
+    };
+    let f = files.iter().find(|f| f.section == 1).unwrap();
+    assert_eq!(s.seek(&mut r, f.offset).unwrap(), 0);
+    let mut out = Vec::new();
+    s.file(&mut r, f.length).read_to_end(&mut out).unwrap();
+    let differs = out.iter().zip(&packed).position(|(a, b)| a != b);
+    assert_eq!((out.len(), differs), (packed.len(), None));
+    // In the frame held; back to the first frame (decoded again from the
+    // reset point); on to the second.
+    for (at, skipped) in [(35_000, 0), (100, 100), (35_000, 35_000 - 0x8000)] {
+        assert_eq!(s.seek(&mut r, at).unwrap(), skipped);
+        let mut out = Vec::new();
+        s.file(&mut r, 100).read_to_end(&mut out).unwrap();
+        assert_eq!(out, packed[at as usize..at as usize + 100]);
+    }
+    // A window past LZX's 2 MiB: the section is not decoded.
+    let big = chm(b"x", &packed, 128);
+    let dir = Directory::read(&mut std::io::Cursor::new(&big), 10).unwrap();
+    assert!(matches!(dir, Directory::Files { section1: None, .. }));
 }

@@ -17,6 +17,8 @@ pub enum Container {
     Szdd,
     BinHex,
     Rtf,
+    /// Compiled HTML Help.
+    Chm,
     /// A mail message (an attached .eml or mbox): walked part by part.
     Message,
 }
@@ -40,6 +42,8 @@ pub fn container(head: &[u8]) -> Option<Container> {
         Container::BinHex
     } else if head.starts_with(b"{\\rt") {
         Container::Rtf
+    } else if head.starts_with(b"ITSF") && matches!(head.get(4..8), Some([2 | 3, 0, 0, 0])) {
+        Container::Chm
     } else if looks_like_message(head) {
         Container::Message
     } else {
@@ -73,7 +77,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+pub(super) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..])? {

@@ -5,8 +5,9 @@
 //! Nesting, entry count and decoded bytes are bounded; going past a bound is
 //! a [`Finding::Limit`] verdict, never an expansion.
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 
+use super::chm;
 use super::database::Database;
 use super::datauri::{self, DataEvent, DataUris};
 use super::decode::{self, Decoder};
@@ -752,6 +753,7 @@ impl<'a> Walker<'a> {
                 }
             }
             Container::Tar => self.tar(spool, depth),
+            Container::Chm => self.chm(spool, depth),
             Container::Message => {
                 let src = MessageSource::spool(spool).map_err(spool_error)?;
                 let meta = super::structure(&src).map_err(spool_error)?;
@@ -762,6 +764,52 @@ impl<'a> Walker<'a> {
                 self.part(&src, &meta.root, depth)
             }
         }
+    }
+
+    /// Every user file of a CHM, stored or LZX-compressed.
+    fn chm(&mut self, mut spool: Spool, depth: usize) -> Scan {
+        let spool_error = |e: std::io::Error| format!("scan spool: {e}");
+        let dir = chm::Directory::read(&mut spool, self.limits.max_zip_entries);
+        let (files, content, mut section1) = match dir.map_err(spool_error)? {
+            chm::Directory::Files {
+                files,
+                content,
+                section1,
+            } => (files, content, section1),
+            chm::Directory::TooMany => return Ok(Finding::Limit(LIMIT_ENTRIES.into())),
+            // Not readable: its bytes were matched as they are.
+            chm::Directory::Damaged => return Ok(Finding::Clean),
+        };
+        for f in files {
+            if f.length > self.limits.max_object_size {
+                return Ok(Finding::Limit(LIMIT_OBJECT.into()));
+            }
+            if self.total.saturating_add(f.length) > self.limits.max_total_size {
+                return Ok(Finding::Limit(LIMIT_TOTAL.into()));
+            }
+            let r = match (f.section, &mut section1) {
+                (0, _) => {
+                    spool
+                        .seek(SeekFrom::Start(content.saturating_add(f.offset)))
+                        .map_err(spool_error)?;
+                    self.entry((&mut spool).take(f.length), depth)?
+                }
+                (1, Some(s)) => {
+                    // What is decoded on the way to a file counts too.
+                    let skipped = s.seek(&mut spool, f.offset).map_err(spool_error)?;
+                    if let Some(limit) = self.count(skipped) {
+                        return Ok(limit);
+                    }
+                    self.entry(s.file(&mut spool, f.length), depth)?
+                }
+                // Another section, or section 1 unreadable.
+                _ => continue,
+            };
+            if r != Finding::Clean {
+                return Ok(r);
+            }
+        }
+        Ok(Finding::Clean)
     }
 
     fn tar(&mut self, mut spool: Spool, depth: usize) -> Scan {
