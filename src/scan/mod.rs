@@ -23,6 +23,7 @@
 //! assert_eq!(found, Finding::Infected("Eicar-Test-Signature".into()));
 //! ```
 
+mod arj;
 mod chm;
 pub mod cli;
 mod compiled;

@@ -685,3 +685,94 @@ fn chm_lzx_section_across_frames() {
     let dir = Directory::read(&mut std::io::Cursor::new(&big), 10).unwrap();
     assert!(matches!(dir, Directory::Files { section1: None, .. }));
 }
+
+/// The ARJ samples in testdata/arj, made with Debian's `arj` 3.10:
+/// `arj a -mN mN.arj note.txt doc.txt` for N = 0 (stored) to 4
+/// (fastest), note.txt "hello\n" and doc.txt this.
+fn arj_doc() -> Vec<u8> {
+    let mut doc: Vec<u8> = (0..40)
+        .flat_map(|i| format!("pimail arj test line {i}\n").into_bytes())
+        .collect();
+    doc.extend_from_slice(EICAR);
+    doc.push(b'\n');
+    doc
+}
+
+fn arj_sample(method: u8) -> Vec<u8> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/scan/testdata/arj");
+    std::fs::read(dir.join(format!("m{method}.arj"))).unwrap()
+}
+
+/// What an ARJ archive's members decode to.
+fn arj_files(archive: &[u8]) -> Vec<Vec<u8>> {
+    let mut files = Vec::new();
+    super::arj::members(&mut &archive[..], |m| {
+        let mut out = Vec::new();
+        if m.method == 0 {
+            m.data.read_to_end(&mut out)?;
+        } else {
+            super::arj::ArjDecoder::new(m.data, m.method, m.original).read_to_end(&mut out)?;
+        }
+        files.push(out);
+        Ok(true)
+    })
+    .unwrap();
+    files
+}
+
+#[test]
+fn arj_methods_0_to_4() {
+    for method in 0..=4 {
+        let a = arj_sample(method);
+        assert_eq!(
+            arj_files(&a),
+            vec![b"hello\n".to_vec(), arj_doc()],
+            "method {method}"
+        );
+        assert_eq!(
+            scan(&with_attachment(&a), Limits::default()),
+            infected(),
+            "method {method}"
+        );
+    }
+}
+
+#[test]
+fn arj_damage_garbling_and_limits() {
+    let d = Limits::default();
+    let a = arj_sample(1);
+    for cut in 0..a.len() {
+        let f = scan(&with_attachment(&a[..cut]), d);
+        assert!(
+            f == Finding::Clean || f == infected(),
+            "cut at {cut}: {f:?}"
+        );
+    }
+    for at in 0..a.len() {
+        let mut bad = a.clone();
+        bad[at] ^= 0xff;
+        let _ = scan(&with_attachment(&bad), d);
+    }
+    // doc.txt's basic header: its first_hdr_size (0x2e) before the name,
+    // flags 4 bytes after that, the original size at 16.
+    let name = a.windows(8).position(|w| w == b"doc.txt\0").unwrap();
+    let header = name - 0x2e;
+    assert_eq!(a[header], 0x2e);
+    let mut garbled = a.clone();
+    garbled[header + 4] |= 0x01;
+    assert_eq!(scan(&with_attachment(&garbled), d), Finding::Clean);
+    let mut bomb = a.clone();
+    bomb[header + 16..header + 20].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+    assert_eq!(
+        scan(&with_attachment(&bomb), d),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+    let one = Limits {
+        max_zip_entries: 1,
+        ..d
+    };
+    assert_eq!(
+        scan(&with_attachment(&a), one),
+        Finding::Limit(LIMIT_ENTRIES.into())
+    );
+}

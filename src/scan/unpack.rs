@@ -19,6 +19,7 @@ pub enum Container {
     Rtf,
     /// Compiled HTML Help.
     Chm,
+    Arj,
     /// A mail message (an attached .eml or mbox): walked part by part.
     Message,
 }
@@ -44,6 +45,9 @@ pub fn container(head: &[u8]) -> Option<Container> {
         Container::Rtf
     } else if head.starts_with(b"ITSF") && matches!(head.get(4..8), Some([2 | 3, 0, 0, 0])) {
         Container::Chm
+    } else if head.starts_with(&[0x60, 0xea]) && head.get(10) == Some(&2) {
+        // An ARJ main header (its file type 2).
+        Container::Arj
     } else if looks_like_message(head) {
         Container::Message
     } else {

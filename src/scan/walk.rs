@@ -7,7 +7,6 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
-use super::chm;
 use super::database::Database;
 use super::datauri::{self, DataEvent, DataUris};
 use super::decode::{self, Decoder};
@@ -15,6 +14,7 @@ use super::hashes::HashMatch;
 use super::matcher::ObjectKind;
 use super::object::{HEAD, Hashers, Spool, TextStream, WindowStream};
 use super::unpack::{self, Container};
+use super::{arj, chm};
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
 use crate::store::content::Content;
@@ -754,6 +754,7 @@ impl<'a> Walker<'a> {
             }
             Container::Tar => self.tar(spool, depth),
             Container::Chm => self.chm(spool, depth),
+            Container::Arj => self.arj(spool, depth),
             Container::Message => {
                 let src = MessageSource::spool(spool).map_err(spool_error)?;
                 let meta = super::structure(&src).map_err(spool_error)?;
@@ -764,6 +765,34 @@ impl<'a> Walker<'a> {
                 self.part(&src, &meta.root, depth)
             }
         }
+    }
+
+    /// Every file of an ARJ archive but garbled (encrypted) ones.
+    fn arj(&mut self, mut spool: Spool, depth: usize) -> Scan {
+        let mut entries = 0;
+        let mut verdict = Ok(Finding::Clean);
+        // A damaged header ends the archive: what came before was scanned.
+        arj::members(&mut spool, |m| {
+            if !m.file || m.garbled {
+                return Ok(true);
+            }
+            entries += 1;
+            // A bomb is refused on its declared size, before decoding.
+            verdict = if entries > self.limits.max_zip_entries {
+                Ok(Finding::Limit(LIMIT_ENTRIES.into()))
+            } else if m.original > self.limits.max_object_size {
+                Ok(Finding::Limit(LIMIT_OBJECT.into()))
+            } else if self.total.saturating_add(m.original) > self.limits.max_total_size {
+                Ok(Finding::Limit(LIMIT_TOTAL.into()))
+            } else if m.method == 0 {
+                self.entry(m.data, depth)
+            } else {
+                self.entry(arj::ArjDecoder::new(m.data, m.method, m.original), depth)
+            };
+            Ok(matches!(verdict, Ok(Finding::Clean)))
+        })
+        .map_err(|e| format!("scan spool: {e}"))?;
+        verdict
     }
 
     /// Every user file of a CHM, stored or LZX-compressed.
