@@ -35,6 +35,7 @@ mod hashes;
 mod matcher;
 mod object;
 pub mod signature;
+mod sis;
 mod unpack;
 mod walk;
 

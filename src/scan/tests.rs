@@ -776,3 +776,99 @@ fn arj_damage_garbling_and_limits() {
         Finding::Limit(LIMIT_ENTRIES.into())
     );
 }
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(data).unwrap();
+    z.finish().unwrap()
+}
+
+/// A SIS (EPOC release 6) built here, in two languages: a condition
+/// around a one-file record, then a record with a file per language.
+/// `files` are the three files' contents, zlib-compressed unless
+/// `stored`; `declared` overrides the first one's original length.
+fn sis(files: [&[u8]; 3], stored: bool, declared: Option<u32>) -> Vec<u8> {
+    let data: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| if stored { f.to_vec() } else { zlib(f) })
+        .collect();
+    let mut h = vec![0u8; 100];
+    for (at, v) in [(0, 0x0123_4567u32), (4, 0x1000_3a12), (8, 0x1000_0419)] {
+        h[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    h[18] = 2; // languages
+    h[20] = 4; // records
+    h[36] = if stored { 8 } else { 0 };
+    h[52] = 100; // file records
+    let words = |v: &[u32]| -> Vec<u8> { v.iter().flat_map(|w| w.to_le_bytes()).collect() };
+    let mut records = words(&[3, 4, 0]); // if, a 4-byte condition
+    let single = records.len();
+    records.extend(words(&[0; 12]));
+    records.extend(words(&[6])); // end if
+    let multi = records.len();
+    records.extend(words(&[1; 15]));
+    let base = (100 + records.len()) as u32;
+    let mut at = base;
+    let mut put = |rec: usize, i: usize, copies: usize, records: &mut Vec<u8>| {
+        let lengths = rec + 28;
+        let (len, orig) = (data[i].len() as u32, files[i].len() as u32);
+        let orig = if i == 0 {
+            declared.unwrap_or(orig)
+        } else {
+            orig
+        };
+        for (field, v) in [(0, len), (1, at), (2, orig)] {
+            let o = lengths + 4 * copies * field + 4 * (i.max(1) - 1);
+            records[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        at += len;
+    };
+    records[single + 4..single + 8].copy_from_slice(&0u32.to_le_bytes());
+    put(single, 0, 1, &mut records);
+    records[multi + 4..multi + 8].copy_from_slice(&0u32.to_le_bytes());
+    put(multi, 1, 2, &mut records);
+    put(multi, 2, 2, &mut records);
+    h.extend(records);
+    for d in &data {
+        h.extend_from_slice(d);
+    }
+    h
+}
+
+#[test]
+fn sis_files_compressed_and_stored() {
+    let d = Limits::default();
+    let s = |f, stored, declared| scan(&with_attachment(&sis(f, stored, declared)), d);
+    // In the second language's file of the multi-language record.
+    assert_eq!(s([b"harmless", b"x", EICAR], false, None), infected());
+    assert_eq!(s([EICAR, b"x", b"y"], false, None), infected());
+    assert_eq!(s([b"harmless", b"x", b"y"], true, None), Finding::Clean);
+    assert_eq!(s([b"harmless", b"x", EICAR], true, None), infected());
+    // Damage: no panic, what was readable is scanned.
+    let whole = sis([b"harmless", b"x", EICAR], false, None);
+    for cut in 0..whole.len() {
+        let f = scan(&with_attachment(&whole[..cut]), d);
+        assert!(
+            f == Finding::Clean || f == infected(),
+            "cut at {cut}: {f:?}"
+        );
+    }
+    for at in 0..whole.len() {
+        let mut bad = whole.clone();
+        bad[at] ^= 0xff;
+        let _ = scan(&with_attachment(&bad), d);
+    }
+    // Limits: files, a declared original length past the object limit.
+    let one = Limits {
+        max_zip_entries: 2,
+        ..d
+    };
+    assert_eq!(
+        scan(&with_attachment(&whole), one),
+        Finding::Limit(LIMIT_ENTRIES.into())
+    );
+    assert_eq!(
+        s([b"harmless", b"x", b"y"], false, Some(1 << 31)),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+}

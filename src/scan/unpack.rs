@@ -20,6 +20,8 @@ pub enum Container {
     /// Compiled HTML Help.
     Chm,
     Arj,
+    /// A Symbian installation file.
+    Sis,
     /// A mail message (an attached .eml or mbox): walked part by part.
     Message,
 }
@@ -48,6 +50,8 @@ pub fn container(head: &[u8]) -> Option<Container> {
     } else if head.starts_with(&[0x60, 0xea]) && head.get(10) == Some(&2) {
         // An ARJ main header (its file type 2).
         Container::Arj
+    } else if super::sis::is_sis(head) {
+        Container::Sis
     } else if looks_like_message(head) {
         Container::Message
     } else {

@@ -14,7 +14,7 @@ use super::hashes::HashMatch;
 use super::matcher::ObjectKind;
 use super::object::{HEAD, Hashers, Spool, TextStream, WindowStream};
 use super::unpack::{self, Container};
-use super::{arj, chm};
+use super::{arj, chm, sis};
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
 use crate::store::content::Content;
@@ -755,6 +755,7 @@ impl<'a> Walker<'a> {
             Container::Tar => self.tar(spool, depth),
             Container::Chm => self.chm(spool, depth),
             Container::Arj => self.arj(spool, depth),
+            Container::Sis => self.sis(spool, depth),
             Container::Message => {
                 let src = MessageSource::spool(spool).map_err(spool_error)?;
                 let meta = super::structure(&src).map_err(spool_error)?;
@@ -765,6 +766,40 @@ impl<'a> Walker<'a> {
                 self.part(&src, &meta.root, depth)
             }
         }
+    }
+
+    /// Every file of a Symbian installation file, inflated unless stored.
+    fn sis(&mut self, mut spool: Spool, depth: usize) -> Scan {
+        let spool_error = |e: std::io::Error| format!("scan spool: {e}");
+        let size = spool.seek(SeekFrom::End(0)).map_err(spool_error)?;
+        let sis = sis::read(&mut spool, size, self.limits.max_zip_entries);
+        let (files, compressed) = match sis.map_err(spool_error)? {
+            sis::Sis::Files { files, compressed } => (files, compressed),
+            sis::Sis::TooMany => return Ok(Finding::Limit(LIMIT_ENTRIES.into())),
+            sis::Sis::Damaged => return Ok(Finding::Clean),
+        };
+        for f in files {
+            // Release 6 declares the inflated size: a bomb is refused on
+            // it; older ones are bounded as they inflate.
+            let declared = f.original.unwrap_or(f.length);
+            if declared > self.limits.max_object_size {
+                return Ok(Finding::Limit(LIMIT_OBJECT.into()));
+            }
+            if self.total.saturating_add(declared) > self.limits.max_total_size {
+                return Ok(Finding::Limit(LIMIT_TOTAL.into()));
+            }
+            spool.seek(SeekFrom::Start(f.offset)).map_err(spool_error)?;
+            let data = (&mut spool).take(f.length);
+            let r = if compressed {
+                self.entry(flate2::read::ZlibDecoder::new(data), depth)?
+            } else {
+                self.entry(data, depth)?
+            };
+            if r != Finding::Clean {
+                return Ok(r);
+            }
+        }
+        Ok(Finding::Clean)
     }
 
     /// Every file of an ARJ archive but garbled (encrypted) ones.
