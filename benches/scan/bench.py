@@ -16,11 +16,12 @@ TESTFILES = "/usr/share/clamav-testfiles"
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 # Files whose container pimail implements (plain, zip with every method
 # but encryption, gzip, bzip2, tar, SZDD, BinHex, RTF objects, attached
-# messages); the rest need unpackers pimail does not have (7z, ARJ, CHM,
-# OLE2 streams, PE packers, installers, PDF, TNEF...).
+# messages, HTML data: URIs, CHM, ARJ, SIS); the rest need unpackers pimail
+# does not have (7z, OLE2 streams, PE packers, installers, PDF, TNEF...).
 IN_SCOPE = {"clam.exe", "clam.zip", "eicar.com", "clam.bz2.zip", "clam.d64.zip", "clam.impl.zip",
             "clam.exe.bz2", "clam.tar.gz", "clam_cache_emax.tgz", "clam.exe.szdd", "clam.exe.binhex",
-            "clam.exe.rtf", "clam.exe.mbox.base64", "clam.exe.mbox.uu", "clam.mail"}
+            "clam.exe.rtf", "clam.exe.mbox.base64", "clam.exe.mbox.uu", "clam.mail",
+            "clam.exe.html", "clam.chm", "clam.arj", "clam.sis"}
 rng = random.Random(7)
 
 

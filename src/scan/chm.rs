@@ -147,7 +147,7 @@ impl Directory {
         let mut buf = vec![0u8; chunk as usize];
         for k in first..=last {
             // A chunk past the directory or the file ends the listing.
-            let at = dir + header + k * chunk;
+            let at = dir.saturating_add(header).saturating_add(k * chunk);
             if k * chunk >= dir_len || !read_at(r, at, &mut buf)? {
                 break;
             }
@@ -273,7 +273,7 @@ impl Section1 {
         let Some(window) = window_size(window).filter(|_| window <= MAX_WINDOW) else {
             return Ok(None);
         };
-        if reset == 0 || reset % FRAME != 0 {
+        if reset == 0 || !reset.is_multiple_of(FRAME) {
             return Ok(None);
         }
         let mut t = [0u8; 0x28];
@@ -292,7 +292,7 @@ impl Section1 {
         Ok(Some(Section1 {
             content: content_offset.saturating_add(content.offset),
             content_len: content.length,
-            table: at + header,
+            table: at.saturating_add(header),
             entries,
             uncompressed,
             frames_per_reset: reset / FRAME,
@@ -343,7 +343,7 @@ impl Section1 {
             return Ok((i == self.entries).then_some(self.content_len));
         }
         let mut b = [0u8; 8];
-        Ok(read_at(r, self.table + 8 * i, &mut b)?.then(|| u64::from_le_bytes(b)))
+        Ok(read_at(r, self.table.saturating_add(8 * i), &mut b)?.then(|| u64::from_le_bytes(b)))
     }
 
     /// Decodes the next frame into `self.frame`; false at the end or on
@@ -362,10 +362,10 @@ impl Section1 {
             return Ok(false);
         }
         self.input.resize((to - from) as usize, 0);
-        if !read_at(r, self.content + from, &mut self.input)? {
+        if !read_at(r, self.content.saturating_add(from), &mut self.input)? {
             return Ok(false);
         }
-        if i % self.frames_per_reset == 0 || self.lzx.is_none() {
+        if i.is_multiple_of(self.frames_per_reset) || self.lzx.is_none() {
             // The old window is freed before the new one is made.
             self.lzx = None;
             self.lzx = Some(Box::new(Lzxd::new(self.window)));

@@ -9,8 +9,8 @@
 //!   literal anchors; hash signatures live in an on-disk sorted index, so RAM
 //!   does not grow with their number.
 //! - [`Walker`]: the raw message, every MIME part decoded (base64,
-//!   quoted-printable, uuencode), embedded messages and zip entries, within
-//!   [`Limits`].
+//!   quoted-printable, uuencode), embedded messages, archive members and
+//!   `data:` URIs in HTML, within [`Limits`].
 //! - [`delivery`]: the SMTP inspection stage (refuse with `554 5.7.1` or
 //!   quarantine), and [`cli`]: `pimail scan`.
 //!

@@ -2,7 +2,8 @@
 //! and the small readers written here for the simple ones: tar (ustar and
 //! old-style), SZDD (MS-DOS `COMPRESS.EXE`), BinHex 4.0 and the hex
 //! `\objdata` of RTF embedded objects. Zip, gzip and bzip2 come from
-//! crates. Every reader streams (no member is held whole) and treats
+//! crates; CHM, ARJ and SIS have modules of their own (`chm.rs`,
+//! `arj.rs`, `sis.rs`). Every reader streams (no member is held whole) and treats
 //! damage as the end of the data, never a panic.
 
 use std::io::Read;

@@ -1,5 +1,6 @@
 //! The message walker: the raw message, then every MIME part decoded,
-//! embedded messages, uuencoded files in text, and zip entries, each
+//! embedded messages, uuencoded files in text, `data:` URIs in HTML, and
+//! archive members (zip, tar, CHM, ARJ, SIS...), each
 //! streamed through hash and body signatures (`object.rs`): no part or
 //! entry is ever held whole.
 //! Nesting, entry count and decoded bytes are bounded; going past a bound is
