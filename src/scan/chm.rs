@@ -22,6 +22,12 @@
 //!   lengths, then the compressed offset of every 32 KiB frame). LZX
 //!   frames are 16-bit aligned, so each is decoded from its own bytes, and
 //!   the decoder starts afresh at every reset interval.
+//!
+//! Not exact: `lzxd` counts the positions of its E8 (x86 call) translation
+//! from its own start, so past the first reset interval a CHM compressed
+//! with that translation on gets the 4 bytes after some 0xE8 bytes wrong
+//! (unverified: the CHMs at hand have one interval). What is matched
+//! there differs from the file only in those bytes.
 
 use std::io::{Read, Seek, SeekFrom};
 
