@@ -822,8 +822,11 @@ impl<'a> Walker<'a> {
                 Ok(Finding::Limit(LIMIT_TOTAL.into()))
             } else if m.method == 0 {
                 self.entry(m.data, depth)
-            } else {
+            } else if m.method <= 4 {
                 self.entry(arj::ArjDecoder::new(m.data, m.method, m.original), depth)
+            } else {
+                // A method ARJ does not define: unreadable.
+                Ok(Finding::Clean)
             };
             Ok(matches!(verdict, Ok(Finding::Clean)))
         })
