@@ -10,7 +10,8 @@
 //!   does not grow with their number.
 //! - [`Walker`]: the raw message, every MIME part decoded (base64,
 //!   quoted-printable, uuencode), embedded messages, archive entries (zip,
-//!   tar, 7z...) and OLE2 streams, within [`Limits`].
+//!   tar, 7z, cabinets...), OLE2 streams, unpacked executables and `data:`
+//!   URIs in HTML, within [`Limits`].
 //! - [`delivery`]: the SMTP inspection stage (refuse with `554 5.7.1` or
 //!   quarantine), and [`cli`]: `pimail scan`.
 //!
@@ -23,10 +24,13 @@
 //! assert_eq!(found, Finding::Infected("Eicar-Test-Signature".into()));
 //! ```
 
+mod arj;
 mod cab;
+mod chm;
 pub mod cli;
 mod compiled;
 mod database;
+mod datauri;
 mod decode;
 pub mod delivery;
 mod hashes;
@@ -36,6 +40,7 @@ mod object;
 mod ole2;
 mod sevenz;
 pub mod signature;
+mod sis;
 mod unpack;
 mod upx;
 mod walk;

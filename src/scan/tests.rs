@@ -1,7 +1,7 @@
 //! Whole-message tests: the messages in testdata/ against their expected
 //! verdicts, and every limit at and past its value.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use super::*;
@@ -1056,4 +1056,428 @@ fn nsis_installer() {
     );
     // Not an installer: a PE with nothing after its stub.
     assert_eq!(scan(&with_attachment(&pe_stub(4096)), lim), Finding::Clean);
+}
+
+fn html_with_data_uri(payload: &[u8]) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(payload);
+    format!("<a href=\"data:application/octet-stream;base64,{b64}\">get it</a>\n").into_bytes()
+}
+
+#[test]
+fn html_data_uri_payloads() {
+    // An HTML file attached as application/octet-stream (as clam.exe.html
+    // is): recognised by its first tag.
+    let html = html_with_data_uri(EICAR);
+    assert_eq!(scan(&with_attachment(&html), Limits::default()), infected());
+    // A text/html body, the URI split over quoted-printable soft breaks.
+    let qp: Vec<u8> = html
+        .chunks(30)
+        .flat_map(|c| [c, b"=\r\n"].concat())
+        .collect();
+    let mut mail = b"Subject: t\r\nContent-Type: text/html\r\n\
+        Content-Transfer-Encoding: quoted-printable\r\n\r\n<html><body>"
+        .to_vec();
+    mail.extend_from_slice(&qp);
+    assert_eq!(scan(&mail, Limits::default()), infected());
+    // Percent-encoded, in a text/html part.
+    let pct: String = EICAR.iter().map(|b| format!("%{b:02X}")).collect();
+    let mail = format!("Subject: t\r\nContent-Type: text/html\r\n\r\n<img src='data:,{pct}'>");
+    assert_eq!(scan(mail.as_bytes(), Limits::default()), infected());
+    // Harmless payloads, and a URI cut off by the end of the text.
+    let clean = html_with_data_uri(b"just an image");
+    assert_eq!(
+        scan(&with_attachment(&clean), Limits::default()),
+        Finding::Clean
+    );
+    let cut = &html[..html.len() - 20];
+    assert_eq!(
+        scan(&with_attachment(cut), Limits::default()),
+        Finding::Clean
+    );
+    // The payload is one level below its page.
+    let shallow = Limits {
+        max_depth: 0,
+        ..Limits::default()
+    };
+    assert_eq!(
+        scan(&with_attachment(&html), shallow),
+        Finding::Limit(LIMIT_DEPTH.into())
+    );
+}
+
+/// An LZX stream of one uncompressed block (RFC-less, per the LZX format:
+/// no E8 translation bit, block type 3, a 24-bit size, padding to 16 bits,
+/// the three repeated offsets, the bytes).
+fn lzx_uncompressed(data: &[u8]) -> Vec<u8> {
+    let bits: u32 = (0b0011 << 28) | ((data.len() as u32) << 4);
+    let mut out = Vec::new();
+    out.extend_from_slice(&((bits >> 16) as u16).to_le_bytes());
+    out.extend_from_slice(&(bits as u16).to_le_bytes());
+    for _ in 0..3 {
+        out.extend_from_slice(&1u32.to_le_bytes());
+    }
+    out.extend_from_slice(data);
+    if data.len() % 2 == 1 {
+        out.push(0);
+    }
+    out
+}
+
+/// A CHM (ITSF version 3) built here: `stored` as a file of section 0,
+/// `packed` as one of the LZX section, with an LZX window of `window` 32
+/// KiB units.
+fn chm(stored: &[u8], packed: &[u8], window: u32) -> Vec<u8> {
+    fn encint(mut v: u64, out: &mut Vec<u8>) {
+        let mut groups = vec![(v & 0x7f) as u8];
+        v >>= 7;
+        while v > 0 {
+            groups.push((v & 0x7f) as u8 | 0x80);
+            v >>= 7;
+        }
+        out.extend(groups.iter().rev());
+    }
+    let lzx = lzx_uncompressed(packed);
+    let mut control = 6u32.to_le_bytes().to_vec();
+    control.extend_from_slice(b"LZXC");
+    // Version 2, a reset every two frames (64 KiB), the window, cache size.
+    for v in [2u32, 2, window, 1] {
+        control.extend_from_slice(&v.to_le_bytes());
+    }
+    // One entry per 32 KiB frame: the block's 16-byte header, then the
+    // bytes as they are.
+    let frames = packed.len().div_ceil(0x8000).max(1) as u64;
+    let mut table = Vec::new();
+    for v in [2u32, frames as u32, 8, 0x28] {
+        table.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [packed.len() as u64, lzx.len() as u64, 0x8000] {
+        table.extend_from_slice(&v.to_le_bytes());
+    }
+    for i in 0..frames {
+        let at = if i == 0 { 0 } else { 16 + i * 0x8000 };
+        table.extend_from_slice(&at.to_le_bytes());
+    }
+    // Section 0: control data, reset table, LZX stream, stored file.
+    let mut section0 = Vec::new();
+    let mut entries = Vec::new();
+    let names: [(&[u8], u64, &[u8]); 5] = [
+        (b"::DataSpace/Storage/MSCompressed/ControlData", 0, &control),
+        (
+            b"::DataSpace/Storage/MSCompressed/Transform/{7FC28940-9D31-11D0-9B27-00A0C91E9C7C}/InstanceData/ResetTable",
+            0,
+            &table,
+        ),
+        (b"::DataSpace/Storage/MSCompressed/Content", 0, &lzx),
+        (b"/stored.txt", 0, stored),
+        (b"/packed.exe", 1, packed),
+    ];
+    for (name, section, data) in names {
+        encint(name.len() as u64, &mut entries);
+        entries.extend_from_slice(name);
+        encint(section, &mut entries);
+        if section == 0 {
+            encint(section0.len() as u64, &mut entries);
+            section0.extend_from_slice(data);
+        } else {
+            encint(0, &mut entries);
+        }
+        encint(data.len() as u64, &mut entries);
+    }
+    let chunk = 512usize;
+    let mut pmgl = b"PMGL".to_vec();
+    pmgl.extend_from_slice(&((chunk - 0x14 - entries.len()) as u32).to_le_bytes());
+    pmgl.extend_from_slice(&0u32.to_le_bytes());
+    pmgl.extend_from_slice(&u32::MAX.to_le_bytes());
+    pmgl.extend_from_slice(&u32::MAX.to_le_bytes());
+    pmgl.extend_from_slice(&entries);
+    pmgl.resize(chunk, 0);
+    let mut itsp = b"ITSP".to_vec();
+    for v in [
+        1u32,
+        0x54,
+        10,
+        chunk as u32,
+        2,
+        1,
+        u32::MAX,
+        0,
+        0,
+        u32::MAX,
+        1,
+    ] {
+        itsp.extend_from_slice(&v.to_le_bytes());
+    }
+    itsp.resize(0x54, 0);
+    let dir_len = (itsp.len() + chunk) as u64;
+    let mut f = b"ITSF".to_vec();
+    f.extend_from_slice(&3u32.to_le_bytes());
+    f.extend_from_slice(&0x60u32.to_le_bytes());
+    f.resize(0x48, 0);
+    f.extend_from_slice(&0x60u64.to_le_bytes());
+    f.extend_from_slice(&dir_len.to_le_bytes());
+    f.extend_from_slice(&(0x60 + dir_len).to_le_bytes());
+    f.extend_from_slice(&itsp);
+    f.extend_from_slice(&pmgl);
+    f.extend_from_slice(&section0);
+    f
+}
+
+#[test]
+fn chm_stored_and_lzx_files() {
+    let scan_chm = |c: &[u8], limits| scan(&with_attachment(c), limits);
+    let d = Limits::default();
+    assert_eq!(scan_chm(&chm(EICAR, b"harmless", 2), d), infected());
+    assert_eq!(scan_chm(&chm(b"harmless", b"clean", 2), d), Finding::Clean);
+    // Damage anywhere: no panic, and what was readable is scanned.
+    let whole = chm(b"harmless", EICAR, 2);
+    for cut in (0..whole.len()).step_by(5) {
+        let f = scan_chm(&whole[..cut], d);
+        assert!(
+            f == Finding::Clean || f == infected(),
+            "cut at {cut}: {f:?}"
+        );
+    }
+    for at in (0..whole.len()).step_by(3) {
+        let mut bad = whole.clone();
+        bad[at] ^= 0xa5;
+        let _ = scan_chm(&bad, d);
+    }
+    // Limits: files, declared sizes (a file of 64 GiB).
+    let clean = chm(b"harmless", b"clean", 2);
+    let one = Limits {
+        max_zip_entries: 1,
+        ..d
+    };
+    assert_eq!(scan_chm(&clean, one), Finding::Limit(LIMIT_ENTRIES.into()));
+    let at = clean.windows(11).position(|w| w == b"/packed.exe").unwrap() + 11;
+    let mut bomb = clean[..at + 2].to_vec();
+    // The length's ENCINT, for its one byte: 2 << 35 in six 7-bit groups.
+    bomb.extend_from_slice(&[0x82, 0x80, 0x80, 0x80, 0x80, 0]);
+    bomb.extend_from_slice(&clean[at + 3..]);
+    assert_eq!(scan_chm(&bomb, d), Finding::Limit(LIMIT_OBJECT.into()));
+}
+
+/// The LZX section's files as decoded (in a scan, an uncompressed LZX
+/// block's bytes are in the CHM as they are, so the verdict alone would
+/// not tell).
+#[test]
+fn chm_lzx_section_across_frames() {
+    use super::chm::Directory;
+    let packed: Vec<u8> = (0..40_001u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let data = chm(b"x", &packed, 2);
+    let mut r = std::io::Cursor::new(&data);
+    let Directory::Files {
+        files,
+        section1: Some(mut s),
+        ..
+    } = Directory::read(&mut r, 10).unwrap()
+    else {
+        panic!("not read");
+    };
+    let f = files.iter().find(|f| f.section == 1).unwrap();
+    assert_eq!(s.seek(&mut r, f.offset).unwrap(), 0);
+    let mut out = Vec::new();
+    s.file(&mut r, f.length).read_to_end(&mut out).unwrap();
+    let differs = out.iter().zip(&packed).position(|(a, b)| a != b);
+    assert_eq!((out.len(), differs), (packed.len(), None));
+    // In the frame held; back to the first frame (decoded again from the
+    // reset point); on to the second.
+    for (at, skipped) in [(35_000, 0), (100, 100), (35_000, 35_000 - 0x8000)] {
+        assert_eq!(s.seek(&mut r, at).unwrap(), skipped);
+        let mut out = Vec::new();
+        s.file(&mut r, 100).read_to_end(&mut out).unwrap();
+        assert_eq!(out, packed[at as usize..at as usize + 100]);
+    }
+    // A window past LZX's 2 MiB: the section is not decoded.
+    let big = chm(b"x", &packed, 128);
+    let dir = Directory::read(&mut std::io::Cursor::new(&big), 10).unwrap();
+    assert!(matches!(dir, Directory::Files { section1: None, .. }));
+}
+
+/// The ARJ samples in testdata/arj, made with Debian's `arj` 3.10:
+/// `arj a -mN mN.arj note.txt doc.txt` for N = 0 (stored) to 4
+/// (fastest), note.txt "hello\n" and doc.txt this.
+fn arj_doc() -> Vec<u8> {
+    let mut doc: Vec<u8> = (0..40)
+        .flat_map(|i| format!("pimail arj test line {i}\n").into_bytes())
+        .collect();
+    doc.extend_from_slice(EICAR);
+    doc.push(b'\n');
+    doc
+}
+
+fn arj_sample(method: u8) -> Vec<u8> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/scan/testdata/arj");
+    std::fs::read(dir.join(format!("m{method}.arj"))).unwrap()
+}
+
+/// What an ARJ archive's members decode to.
+fn arj_files(archive: &[u8]) -> Vec<Vec<u8>> {
+    let mut files = Vec::new();
+    super::arj::members(&mut &archive[..], |m| {
+        let mut out = Vec::new();
+        if m.method == 0 {
+            m.data.read_to_end(&mut out)?;
+        } else {
+            super::arj::ArjDecoder::new(m.data, m.method, m.original).read_to_end(&mut out)?;
+        }
+        files.push(out);
+        Ok(true)
+    })
+    .unwrap();
+    files
+}
+
+#[test]
+fn arj_methods_0_to_4() {
+    for method in 0..=4 {
+        let a = arj_sample(method);
+        assert_eq!(
+            arj_files(&a),
+            vec![b"hello\n".to_vec(), arj_doc()],
+            "method {method}"
+        );
+        assert_eq!(
+            scan(&with_attachment(&a), Limits::default()),
+            infected(),
+            "method {method}"
+        );
+    }
+}
+
+#[test]
+fn arj_damage_garbling_and_limits() {
+    let d = Limits::default();
+    let a = arj_sample(1);
+    for cut in 0..a.len() {
+        let f = scan(&with_attachment(&a[..cut]), d);
+        assert!(
+            f == Finding::Clean || f == infected(),
+            "cut at {cut}: {f:?}"
+        );
+    }
+    for at in 0..a.len() {
+        let mut bad = a.clone();
+        bad[at] ^= 0xff;
+        let _ = scan(&with_attachment(&bad), d);
+    }
+    // doc.txt's basic header: its first_hdr_size (0x2e) before the name,
+    // flags 4 bytes after that, the original size at 16.
+    let name = a.windows(8).position(|w| w == b"doc.txt\0").unwrap();
+    let header = name - 0x2e;
+    assert_eq!(a[header], 0x2e);
+    let mut garbled = a.clone();
+    garbled[header + 4] |= 0x01;
+    assert_eq!(scan(&with_attachment(&garbled), d), Finding::Clean);
+    let mut bomb = a.clone();
+    bomb[header + 16..header + 20].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+    assert_eq!(
+        scan(&with_attachment(&bomb), d),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+    let one = Limits {
+        max_zip_entries: 1,
+        ..d
+    };
+    assert_eq!(
+        scan(&with_attachment(&a), one),
+        Finding::Limit(LIMIT_ENTRIES.into())
+    );
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(data).unwrap();
+    z.finish().unwrap()
+}
+
+/// A SIS (EPOC release 6) built here, in two languages: a condition
+/// around a one-file record, then a record with a file per language.
+/// `files` are the three files' contents, zlib-compressed unless
+/// `stored`; `declared` overrides the first one's original length.
+fn sis(files: [&[u8]; 3], stored: bool, declared: Option<u32>) -> Vec<u8> {
+    let data: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| if stored { f.to_vec() } else { zlib(f) })
+        .collect();
+    let mut h = vec![0u8; 100];
+    for (at, v) in [(0, 0x0123_4567u32), (4, 0x1000_3a12), (8, 0x1000_0419)] {
+        h[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    h[18] = 2; // languages
+    h[20] = 4; // records
+    h[36] = if stored { 8 } else { 0 };
+    h[52] = 100; // file records
+    let words = |v: &[u32]| -> Vec<u8> { v.iter().flat_map(|w| w.to_le_bytes()).collect() };
+    let mut records = words(&[3, 4, 0]); // if, a 4-byte condition
+    let single = records.len();
+    records.extend(words(&[0; 12]));
+    records.extend(words(&[6])); // end if
+    let multi = records.len();
+    records.extend(words(&[1; 15]));
+    let base = (100 + records.len()) as u32;
+    let mut at = base;
+    let mut put = |rec: usize, i: usize, copies: usize, records: &mut Vec<u8>| {
+        let lengths = rec + 28;
+        let (len, orig) = (data[i].len() as u32, files[i].len() as u32);
+        let orig = if i == 0 {
+            declared.unwrap_or(orig)
+        } else {
+            orig
+        };
+        for (field, v) in [(0, len), (1, at), (2, orig)] {
+            let o = lengths + 4 * copies * field + 4 * (i.max(1) - 1);
+            records[o..o + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        at += len;
+    };
+    records[single + 4..single + 8].copy_from_slice(&0u32.to_le_bytes());
+    put(single, 0, 1, &mut records);
+    records[multi + 4..multi + 8].copy_from_slice(&0u32.to_le_bytes());
+    put(multi, 1, 2, &mut records);
+    put(multi, 2, 2, &mut records);
+    h.extend(records);
+    for d in &data {
+        h.extend_from_slice(d);
+    }
+    h
+}
+
+#[test]
+fn sis_files_compressed_and_stored() {
+    let d = Limits::default();
+    let s = |f, stored, declared| scan(&with_attachment(&sis(f, stored, declared)), d);
+    // In the second language's file of the multi-language record.
+    assert_eq!(s([b"harmless", b"x", EICAR], false, None), infected());
+    assert_eq!(s([EICAR, b"x", b"y"], false, None), infected());
+    assert_eq!(s([b"harmless", b"x", b"y"], true, None), Finding::Clean);
+    assert_eq!(s([b"harmless", b"x", EICAR], true, None), infected());
+    // Damage: no panic, what was readable is scanned.
+    let whole = sis([b"harmless", b"x", EICAR], false, None);
+    for cut in 0..whole.len() {
+        let f = scan(&with_attachment(&whole[..cut]), d);
+        assert!(
+            f == Finding::Clean || f == infected(),
+            "cut at {cut}: {f:?}"
+        );
+    }
+    for at in 0..whole.len() {
+        let mut bad = whole.clone();
+        bad[at] ^= 0xff;
+        let _ = scan(&with_attachment(&bad), d);
+    }
+    // Limits: files, a declared original length past the object limit.
+    let two = Limits {
+        max_zip_entries: 2,
+        ..d
+    };
+    assert_eq!(
+        scan(&with_attachment(&whole), two),
+        Finding::Limit(LIMIT_ENTRIES.into())
+    );
+    assert_eq!(
+        s([b"harmless", b"x", b"y"], false, Some(1 << 31)),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
 }

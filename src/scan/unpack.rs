@@ -2,7 +2,8 @@
 //! and the small readers written here for the simple ones: tar (ustar and
 //! old-style), SZDD (MS-DOS `COMPRESS.EXE`), BinHex 4.0 and the hex
 //! `\objdata` of RTF embedded objects. Zip, gzip, bzip2 and 7z come from
-//! crates; OLE2 compound files are read in `ole2.rs`. Every reader streams (no member is held whole) and treats
+//! crates; OLE2, cabinets, CHM, ARJ, SIS, UPX and NSIS have modules of their
+//! own. Every reader streams (no member is held whole) and treats
 //! damage as the end of the data, never a panic.
 
 use std::io::Read;
@@ -23,6 +24,11 @@ pub enum Container {
     SevenZ,
     /// An OLE2 compound file: Office 97-2003 documents, MSI (`ole2.rs`).
     Ole2,
+    /// Compiled HTML Help.
+    Chm,
+    Arj,
+    /// A Symbian installation file.
+    Sis,
     /// A mail message (an attached .eml or mbox): walked part by part.
     Message,
     /// A Windows executable: UPX-packed, or an NSIS installer (`walk.rs`,
@@ -55,6 +61,13 @@ pub fn container(head: &[u8]) -> Option<Container> {
         Container::SevenZ
     } else if head.starts_with(super::ole2::SIGNATURE) {
         Container::Ole2
+    } else if head.starts_with(b"ITSF") && matches!(head.get(4..8), Some([2 | 3, 0, 0, 0])) {
+        Container::Chm
+    } else if head.starts_with(&[0x60, 0xea]) && head.get(10) == Some(&2) {
+        // An ARJ main header (its file type 2).
+        Container::Arj
+    } else if super::sis::is_sis(head) {
+        Container::Sis
     } else if looks_like_message(head) {
         Container::Message
     } else if is_pe(head) {

@@ -1,5 +1,6 @@
 //! The message walker: the raw message, then every MIME part decoded,
-//! embedded messages, uuencoded files in text, and zip entries, each
+//! embedded messages, uuencoded files in text, `data:` URIs in HTML, and
+//! archive members (zip, tar, CHM, ARJ, SIS...), each
 //! streamed through hash and body signatures (`object.rs`): no part or
 //! entry is ever held whole.
 //! Nesting, entry count and decoded bytes are bounded; going past a bound is
@@ -9,6 +10,7 @@ use std::io::{Read, Seek, SeekFrom};
 
 use super::cab::CabStop;
 use super::database::Database;
+use super::datauri::{self, DataEvent, DataUris};
 use super::decode::{self, Decoder};
 use super::hashes::HashMatch;
 use super::matcher::ObjectKind;
@@ -16,7 +18,7 @@ use super::object::{HEAD, Hashers, Spool, TextStream, WindowStream};
 use super::ole2::{self, Ole2, PptObject};
 use super::sevenz;
 use super::unpack::{self, Container};
-use super::{nsis, upx};
+use super::{arj, chm, nsis, sis, upx};
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
 use crate::store::content::Content;
@@ -201,6 +203,9 @@ struct Object<'a> {
     depth: usize,
     /// A text/* part: also matched normalised, and searched for uuencode.
     text: bool,
+    /// A text/html part: searched for `data:` URIs (as is anything that
+    /// starts like HTML).
+    html: bool,
     /// Look inside (archives, uuencode); not for a raw message.
     unpack: bool,
     size: u64,
@@ -213,7 +218,8 @@ struct Object<'a> {
     /// A copy of a container, to unpack once complete.
     spool: Option<(Container, Spool)>,
     uu: Option<UuFiles<'a>>,
-    /// What a uuencoded file inside found.
+    data: Option<DataFiles<'a>>,
+    /// What a uuencoded file or a `data:` URI inside found.
     inner: Option<Finding>,
 }
 
@@ -223,6 +229,7 @@ impl<'a> Object<'a> {
             db,
             depth,
             text,
+            html: false,
             unpack: kind == ObjectKind::Other,
             size: 0,
             hashers: Hashers::new(db),
@@ -232,6 +239,7 @@ impl<'a> Object<'a> {
             decided: false,
             spool: None,
             uu: None,
+            data: None,
             inner: None,
         }
     }
@@ -278,6 +286,9 @@ impl<'a> Object<'a> {
         if self.text || looks_like_text(&head) {
             self.uu = Some(UuFiles::new());
         }
+        if self.html || datauri::looks_like_html(&head) {
+            self.data = Some(DataFiles::new());
+        }
         self.unpackers(w, &head)
     }
 
@@ -285,6 +296,7 @@ impl<'a> Object<'a> {
         if self.decided_by_content() {
             self.spool = None;
             self.uu = None;
+            self.data = None;
             return Ok(());
         }
         if let Some((_, s)) = &mut self.spool {
@@ -293,6 +305,12 @@ impl<'a> Object<'a> {
         }
         if let Some(uu) = &mut self.uu
             && let Some(found) = uu.push(w, self.db, self.depth, bytes)?
+        {
+            self.inner = Some(found);
+        }
+        if let Some(data) = &mut self.data
+            && self.inner.is_none()
+            && let Some(found) = data.push(w, self.db, self.depth, bytes)?
         {
             self.inner = Some(found);
         }
@@ -307,6 +325,12 @@ impl<'a> Object<'a> {
         if let Some(uu) = self.uu.take()
             && !self.decided_by_content()
             && let Some(found) = uu.finish(w, self.db, self.depth)?
+        {
+            self.inner = Some(found);
+        }
+        if let Some(data) = self.data.take()
+            && !self.decided_by_content()
+            && let Some(found) = data.finish(w, self.db, self.depth)?
         {
             self.inner = Some(found);
         }
@@ -475,6 +499,101 @@ impl<'a> UuFiles<'a> {
     }
 }
 
+/// The payloads of `data:` URIs in HTML, each scanned as an object (at
+/// the next depth) as it is decoded.
+struct DataFiles<'a> {
+    uris: DataUris,
+    file: Option<Box<Object<'a>>>,
+}
+
+/// Why a text's URIs stop being read: a verdict, or a failure.
+type DataStop = Result<Finding, String>;
+
+impl<'a> DataFiles<'a> {
+    fn new() -> DataFiles<'a> {
+        DataFiles {
+            uris: DataUris::new(),
+            file: None,
+        }
+    }
+
+    fn push(
+        &mut self,
+        w: &mut Walker,
+        db: &'a Database,
+        depth: usize,
+        bytes: &[u8],
+    ) -> Result<Option<Finding>, String> {
+        let file = &mut self.file;
+        let r = self
+            .uris
+            .push(bytes, |e| DataFiles::event(file, w, db, depth, e));
+        stopped(r)
+    }
+
+    fn event(
+        file: &mut Option<Box<Object<'a>>>,
+        w: &mut Walker,
+        db: &'a Database,
+        depth: usize,
+        e: DataEvent<'_>,
+    ) -> Result<(), DataStop> {
+        match e {
+            DataEvent::Start if depth + 1 > w.limits.max_depth => {
+                return Err(Ok(Finding::Limit(LIMIT_DEPTH.into())));
+            }
+            DataEvent::Start => {
+                *file = Some(Box::new(Object::new(
+                    db,
+                    ObjectKind::Other,
+                    depth + 1,
+                    false,
+                )));
+            }
+            DataEvent::Bytes(b) => {
+                if let Some(obj) = file {
+                    obj.push(w, b).map_err(Err)?;
+                }
+            }
+            DataEvent::End => {
+                let Some(obj) = file.take() else {
+                    return Ok(());
+                };
+                if let Some(limit) = w.count(obj.size) {
+                    return Err(Ok(limit));
+                }
+                match obj.finish(w).map_err(Err)? {
+                    Finding::Clean => {}
+                    found => return Err(Ok(found)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(
+        mut self,
+        w: &mut Walker,
+        db: &'a Database,
+        depth: usize,
+    ) -> Result<Option<Finding>, String> {
+        let file = &mut self.file;
+        let r = self
+            .uris
+            .finish(|e| DataFiles::event(file, w, db, depth, e));
+        stopped(r)
+    }
+}
+
+/// A verdict that stopped reading a text's URIs, or none.
+fn stopped(r: Result<(), DataStop>) -> Result<Option<Finding>, String> {
+    match r {
+        Ok(()) => Ok(None),
+        Err(Ok(found)) => Ok(Some(found)),
+        Err(Err(e)) => Err(e),
+    }
+}
+
 impl<'a> Walker<'a> {
     pub fn new(db: &'a Database, limits: Limits) -> Walker<'a> {
         Walker {
@@ -566,6 +685,7 @@ impl<'a> Walker<'a> {
             depth,
             part.content_type == "text",
         );
+        obj.html = part.content_type == "text" && part.subtype == "html";
         let mut out = Vec::new();
         let mut stop: Result<Option<Finding>, String> = Ok(None);
         src.range(part.body_start, part.end, |b| {
@@ -657,6 +777,9 @@ impl<'a> Walker<'a> {
             Container::SevenZ => self.sevenz(spool, depth),
             Container::Ole2 => self.ole2(spool, depth),
             Container::Pe => self.pe(spool, depth),
+            Container::Chm => self.chm(spool, depth),
+            Container::Arj => self.arj(spool, depth),
+            Container::Sis => self.sis(spool, depth),
             Container::Message => {
                 let src = MessageSource::spool(spool).map_err(spool_error)?;
                 let meta = super::structure(&src).map_err(spool_error)?;
@@ -799,6 +922,117 @@ impl<'a> Walker<'a> {
                 Ok(Finding::Clean)
             }
         }
+    }
+
+    /// Every file of a Symbian installation file, inflated unless stored.
+    fn sis(&mut self, mut spool: Spool, depth: usize) -> Scan {
+        let spool_error = |e: std::io::Error| format!("scan spool: {e}");
+        let size = spool.seek(SeekFrom::End(0)).map_err(spool_error)?;
+        let sis = sis::read(&mut spool, size, self.limits.max_zip_entries);
+        let (files, compressed) = match sis.map_err(spool_error)? {
+            sis::Sis::Files { files, compressed } => (files, compressed),
+            sis::Sis::TooMany => return Ok(Finding::Limit(LIMIT_ENTRIES.into())),
+            sis::Sis::Damaged => return Ok(Finding::Clean),
+        };
+        for f in files {
+            // Release 6 declares the inflated size: a bomb is refused on
+            // it; older ones are bounded as they inflate.
+            let declared = f.original.unwrap_or(f.length);
+            if declared > self.limits.max_object_size {
+                return Ok(Finding::Limit(LIMIT_OBJECT.into()));
+            }
+            if self.total.saturating_add(declared) > self.limits.max_total_size {
+                return Ok(Finding::Limit(LIMIT_TOTAL.into()));
+            }
+            spool.seek(SeekFrom::Start(f.offset)).map_err(spool_error)?;
+            let data = (&mut spool).take(f.length);
+            let r = if compressed {
+                self.entry(flate2::read::ZlibDecoder::new(data), depth)?
+            } else {
+                self.entry(data, depth)?
+            };
+            if r != Finding::Clean {
+                return Ok(r);
+            }
+        }
+        Ok(Finding::Clean)
+    }
+
+    /// Every file of an ARJ archive but garbled (encrypted) ones.
+    fn arj(&mut self, mut spool: Spool, depth: usize) -> Scan {
+        let mut entries = 0;
+        let mut verdict = Ok(Finding::Clean);
+        // A damaged header ends the archive: what came before was scanned.
+        arj::members(&mut spool, |m| {
+            if !m.file || m.garbled {
+                return Ok(true);
+            }
+            entries += 1;
+            // A bomb is refused on its declared size, before decoding.
+            verdict = if entries > self.limits.max_zip_entries {
+                Ok(Finding::Limit(LIMIT_ENTRIES.into()))
+            } else if m.original > self.limits.max_object_size {
+                Ok(Finding::Limit(LIMIT_OBJECT.into()))
+            } else if self.total.saturating_add(m.original) > self.limits.max_total_size {
+                Ok(Finding::Limit(LIMIT_TOTAL.into()))
+            } else if m.method == 0 {
+                self.entry(m.data, depth)
+            } else if m.method <= 4 {
+                self.entry(arj::ArjDecoder::new(m.data, m.method, m.original), depth)
+            } else {
+                // A method ARJ does not define: unreadable.
+                Ok(Finding::Clean)
+            };
+            Ok(matches!(verdict, Ok(Finding::Clean)))
+        })
+        .map_err(|e| format!("scan spool: {e}"))?;
+        verdict
+    }
+
+    /// Every user file of a CHM, stored or LZX-compressed.
+    fn chm(&mut self, mut spool: Spool, depth: usize) -> Scan {
+        let spool_error = |e: std::io::Error| format!("scan spool: {e}");
+        let dir = chm::Directory::read(&mut spool, self.limits.max_zip_entries);
+        let (files, content, mut section1) = match dir.map_err(spool_error)? {
+            chm::Directory::Files {
+                files,
+                content,
+                section1,
+            } => (files, content, section1),
+            chm::Directory::TooMany => return Ok(Finding::Limit(LIMIT_ENTRIES.into())),
+            // Not readable: its bytes were matched as they are.
+            chm::Directory::Damaged => return Ok(Finding::Clean),
+        };
+        for f in files {
+            if f.length > self.limits.max_object_size {
+                return Ok(Finding::Limit(LIMIT_OBJECT.into()));
+            }
+            if self.total.saturating_add(f.length) > self.limits.max_total_size {
+                return Ok(Finding::Limit(LIMIT_TOTAL.into()));
+            }
+            let r = match (f.section, &mut section1) {
+                (0, _) => {
+                    spool
+                        .seek(SeekFrom::Start(content.saturating_add(f.offset)))
+                        .map_err(spool_error)?;
+                    self.entry((&mut spool).take(f.length), depth)?
+                }
+                (1, Some(s)) => {
+                    // What is decoded on the way to a file counts too.
+                    let skipped = s.seek(&mut spool, f.offset).map_err(spool_error)?;
+                    if let Some(limit) = self.count(skipped) {
+                        return Ok(limit);
+                    }
+                    self.entry(s.file(&mut spool, f.length), depth)?
+                }
+                // Another section, or section 1 unreadable.
+                _ => continue,
+            };
+            if r != Finding::Clean {
+                return Ok(r);
+            }
+        }
+        Ok(Finding::Clean)
     }
 
     fn tar(&mut self, mut spool: Spool, depth: usize) -> Scan {
