@@ -14,8 +14,9 @@ ones, and each of those costs a 64 KiB fault-around block of code).
 
 The script names functions by their mangled name with the parts that differ
 between targets and builds replaced by wildcards (the legacy hash suffix
-`17h<16 hex>E`, v0's crate disambiguators `Cs<base62>_`), so one list serves
-x86_64, aarch64 and the 32-bit ARM builds. A renamed function simply falls
+`17h<16 hex>E`, v0's crate disambiguators `Cs<base62>_`, one `?` per
+character), so one list serves x86_64, aarch64 and the 32-bit ARM builds
+(a v0 disambiguator of another length on another target just misses). A renamed function simply falls
 back to the normal placement; the scan benchmark's peak RSS shows when the
 list needs a refresh.
 """
@@ -49,8 +50,10 @@ def executed(cmd):
 
 
 def pattern(name):
-    p = re.sub(r"17h[0-9a-f]{16}E$", "17h*E", name)
-    return re.sub(r"Cs[0-9a-zA-Z]+_", "Cs*_", p)
+    # One `?` per character, not `*`: a `*` inside a v0 name can match
+    # whole path segments and pull unrelated functions in.
+    p = re.sub(r"17h[0-9a-f]{16}E$", "17h" + "?" * 16 + "E", name)
+    return re.sub(r"Cs([0-9a-zA-Z]+)_", lambda m: "Cs" + "?" * len(m.group(1)) + "_", p)
 
 
 def main():
