@@ -30,6 +30,7 @@ mod database;
 mod decode;
 pub mod delivery;
 mod hashes;
+mod ishield;
 mod matcher;
 mod nsis;
 mod object;
