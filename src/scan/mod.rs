@@ -34,6 +34,7 @@ mod datauri;
 mod decode;
 pub mod delivery;
 mod hashes;
+mod ishield;
 mod matcher;
 mod nsis;
 mod object;

@@ -1481,3 +1481,80 @@ fn sis_files_compressed_and_stored() {
         Finding::Limit(LIMIT_OBJECT.into())
     );
 }
+
+/// An installed program with EICAR in it (compressed by the installers,
+/// so never in the attachment's bytes).
+fn installed_program() -> Vec<u8> {
+    let mut file = b"MZ installed program ".repeat(40);
+    file.extend_from_slice(EICAR);
+    file.extend_from_slice(&[0x90; 300]);
+    file
+}
+
+fn installshield_samples() -> Vec<(&'static str, Vec<u8>)> {
+    use ishield::tests::{is_cabinet, msi_stream, pe, setup_stream};
+    let file = installed_program();
+    let (hdr, cab) = is_cabinet(&[("program.exe", file.len() as u64, &file)], &[(0, 100)]);
+    let stream = setup_stream(&[
+        ("setup.ini", b"[Startup]\r\n"),
+        ("data1.hdr", &hdr),
+        ("data1.cab", &cab),
+    ]);
+    let msi = msi_stream(&[("0x0409.ini", b"[0x0409]"), ("program.exe", &file)], 2);
+    vec![("cabinet", pe(&stream)), ("msi", pe(&msi))]
+}
+
+#[test]
+fn installshield_installer() {
+    use ishield::tests::{is_cabinet, pe, setup_stream};
+    let lim = Limits::default();
+    for (name, f) in installshield_samples() {
+        assert!(!f.windows(EICAR.len()).any(|w| w == EICAR), "{name}");
+        assert_eq!(scan(&with_attachment(&f), lim), infected(), "{name}");
+        // Truncated anywhere: what came before is scanned, no error.
+        for cut in (0x400..f.len()).step_by(37) {
+            scan(&with_attachment(&f[..cut]), lim);
+        }
+        // Damaged bytes through the overlay.
+        for step in [7, 31, 101] {
+            let mut bad = f.clone();
+            for b in bad.iter_mut().skip(0x410).step_by(step) {
+                *b ^= 0xa5;
+            }
+            scan(&with_attachment(&bad), lim);
+        }
+        // Two files in the MSI stream, three in the setup stream and one
+        // in the cabinet: the entry limit counts each.
+        let one = Limits {
+            max_zip_entries: 1,
+            ..lim
+        };
+        assert_eq!(
+            scan(&with_attachment(&f), one),
+            Finding::Limit(LIMIT_ENTRIES.into()),
+            "{name}"
+        );
+    }
+    // A cabinet file declared past the object limit: a verdict before
+    // inflating.
+    let file = installed_program();
+    let (hdr, cab) = is_cabinet(&[("program.exe", 0x7fff_ffff, &file)], &[]);
+    let f = pe(&setup_stream(&[("data1.hdr", &hdr), ("data1.cab", &cab)]));
+    assert_eq!(
+        scan(&with_attachment(&f), lim),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+    // A bomb declared small: what inflates past the object limit is a
+    // verdict, not held.
+    let zeros = vec![0u8; 2 << 20];
+    let (hdr, cab) = is_cabinet(&[("zeros.bin", 100, &zeros)], &[]);
+    let f = pe(&setup_stream(&[("data1.hdr", &hdr), ("data1.cab", &cab)]));
+    let small = Limits {
+        max_object_size: 1 << 20,
+        ..lim
+    };
+    assert_eq!(
+        scan(&with_attachment(&f), small),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+}

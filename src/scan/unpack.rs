@@ -31,8 +31,8 @@ pub enum Container {
     Sis,
     /// A mail message (an attached .eml or mbox): walked part by part.
     Message,
-    /// A Windows executable: UPX-packed, or an NSIS installer (`walk.rs`,
-    /// `Walker::pe`).
+    /// A Windows executable: UPX-packed, or an NSIS or InstallShield
+    /// installer (`walk.rs`, `Walker::pe`).
     Pe,
 }
 

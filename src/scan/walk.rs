@@ -18,7 +18,7 @@ use super::object::{HEAD, Hashers, Spool, TextStream, WindowStream};
 use super::ole2::{self, Ole2, PptObject};
 use super::sevenz;
 use super::unpack::{self, Container};
-use super::{arj, chm, nsis, sis, upx};
+use super::{arj, chm, ishield, nsis, sis, upx};
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
 use crate::store::content::Content;
@@ -793,8 +793,8 @@ impl<'a> Walker<'a> {
     }
 
     /// A Windows executable: the code and data UPX packed, then an NSIS
-    /// installer's blocks. Other executables have nothing pimail unpacks
-    /// (their own bytes were matched as they are).
+    /// or InstallShield installer's files. Other executables have nothing
+    /// pimail unpacks (their own bytes were matched as they are).
     fn pe(&mut self, mut spool: Spool, depth: usize) -> Scan {
         let io = |e: std::io::Error| format!("scan spool: {e}");
         let size = spool.seek(SeekFrom::End(0)).map_err(io)?;
@@ -804,7 +804,25 @@ impl<'a> Walker<'a> {
         }
         match nsis::first_header(&mut spool, size).map_err(io)? {
             Some(fh) => self.nsis(&mut spool, fh, depth),
-            None => Ok(Finding::Clean),
+            None => self.installshield(&mut spool, size, depth),
+        }
+    }
+
+    /// An InstallShield installer's files (see ishield.rs), each scanned
+    /// as an entry within the entry and declared-size limits.
+    fn installshield(&mut self, spool: &mut Spool, size: u64, depth: usize) -> Scan {
+        let mut verdict = Ok(Finding::Clean);
+        let stop = ishield::installer(spool, size, self.limits.max_zip_entries, |m| {
+            verdict = match self.declared(m.size) {
+                Some(limit) => Ok(limit),
+                None => self.entry(m.data, depth),
+            };
+            Ok(matches!(verdict, Ok(Finding::Clean)))
+        })
+        .map_err(|e| format!("scan spool: {e}"))?;
+        match stop {
+            Err(ishield::TooManyFiles) => Ok(Finding::Limit(LIMIT_ENTRIES.into())),
+            Ok(()) => verdict,
         }
     }
 
