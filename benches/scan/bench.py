@@ -16,13 +16,15 @@ TESTFILES = "/usr/share/clamav-testfiles"
 EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 # Files whose container pimail implements (plain, zip with every method
 # but encryption, gzip, bzip2, tar, SZDD, BinHex, RTF objects, attached
-# messages, 7z, OLE2 streams and PowerPoint embedded objects, UPX, NSIS);
+# messages, 7z, OLE2 streams and PowerPoint embedded objects, UPX, NSIS,
+# compiled AutoIt scripts);
 # the rest need unpackers pimail does not have (ARJ, CHM, other PE packers,
 # other installers, PDF, TNEF...).
 IN_SCOPE = {"clam.exe", "clam.zip", "eicar.com", "clam.bz2.zip", "clam.d64.zip", "clam.impl.zip",
             "clam.exe.bz2", "clam.tar.gz", "clam_cache_emax.tgz", "clam.exe.szdd", "clam.exe.binhex",
             "clam.exe.rtf", "clam.exe.mbox.base64", "clam.exe.mbox.uu", "clam.mail",
-            "clam.7z", "clam.ole.doc", "clam.ppt", "clam-upx.exe", "clam-nsis.exe"}
+            "clam.7z", "clam.ole.doc", "clam.ppt", "clam-upx.exe", "clam-nsis.exe",
+            "clam.ea05.exe", "clam.ea06.exe"}
 rng = random.Random(7)
 
 

@@ -23,6 +23,7 @@
 //! assert_eq!(found, Finding::Infected("Eicar-Test-Signature".into()));
 //! ```
 
+mod autoit;
 mod cab;
 pub mod cli;
 mod compiled;
