@@ -25,6 +25,7 @@
 //! ```
 
 mod arj;
+mod autoit;
 mod cab;
 mod chm;
 pub mod cli;

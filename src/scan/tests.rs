@@ -1558,3 +1558,88 @@ fn installshield_installer() {
         Finding::Limit(LIMIT_OBJECT.into())
     );
 }
+
+/// An AutoIt executable as Aut2Exe 3.2 writes one: the interpreter (a
+/// stub here), the script's data as its overlay.
+fn autoit_exe(version: autoit::Version, records: &[Vec<u8>]) -> Vec<u8> {
+    let mut pe = pe_stub(1024);
+    pe.extend(autoit::tests::encode_script(version, records));
+    pe
+}
+
+#[test]
+fn autoit_compiled_script() {
+    use autoit::Version;
+    use autoit::tests::{encode_file, encode_record};
+    let lim = Limits::default();
+    let mut installed = b"MZ installed program ".repeat(30);
+    installed.extend_from_slice(EICAR);
+    let script = b"FileInstall(\"clam.exe\", @TempDir & \"\\clam.exe\")".repeat(10);
+    for version in [Version::Ea05, Version::Ea06] {
+        for compressed in [true, false] {
+            let exe = autoit_exe(
+                version,
+                &[
+                    encode_file(version, ">>>AUTOIT SCRIPT<<<", &script, true),
+                    encode_file(version, "C:\\clam.exe", &installed, compressed),
+                ],
+            );
+            let what = format!("{version:?}, compressed {compressed}");
+            assert!(!exe.windows(EICAR.len()).any(|w| w == EICAR), "{what}");
+            assert_eq!(scan(&with_attachment(&exe), lim), infected(), "{what}");
+            // Truncated: what is there is scanned, no error.
+            for cut in [exe.len() - 30, 1100, 1024 + 50] {
+                assert_eq!(
+                    scan(&with_attachment(&exe[..cut]), lim),
+                    Finding::Clean,
+                    "{what}, cut at {cut}"
+                );
+            }
+            // Damaged bytes through the records: no panic, no error.
+            for step in [7, 31, 101] {
+                let mut bad = exe.clone();
+                for b in bad.iter_mut().skip(1024 + 40).step_by(step) {
+                    *b ^= 0xa5;
+                }
+                scan(&with_attachment(&bad), lim);
+            }
+            // Two files: the entry limit counts each.
+            let one = Limits {
+                max_zip_entries: 1,
+                ..lim
+            };
+            assert_eq!(
+                scan(&with_attachment(&exe), one),
+                Finding::Limit(LIMIT_ENTRIES.into()),
+                "{what}"
+            );
+        }
+        // Declared sizes past the object limit, compressed or stored: a
+        // verdict, before anything is decoded.
+        let mut bomb = match version {
+            Version::Ea05 => b"EA05".to_vec(),
+            Version::Ea06 => b"EA06".to_vec(),
+        };
+        bomb.extend_from_slice(&0x7fff_0000u32.to_be_bytes());
+        bomb.extend_from_slice(&[0x55; 64]);
+        for record in [
+            encode_record(version, "C:\\bomb", true, &bomb, bomb.len() as u32),
+            encode_record(version, "C:\\big", false, b"short", 0x7fff_0000),
+        ] {
+            assert_eq!(
+                scan(&with_attachment(&autoit_exe(version, &[record])), lim),
+                Finding::Limit(LIMIT_OBJECT.into()),
+                "{version:?}"
+            );
+        }
+    }
+    // In a resource of a UPX-packed interpreter: found in UPX's image.
+    let mut img: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+    img.extend(autoit::tests::encode_script(
+        Version::Ea06,
+        &[encode_file(Version::Ea06, "C:\\clam.exe", &installed, true)],
+    ));
+    let packed = upx::tests::compress(upx::Nrv::E, 32, &img);
+    let pe = upx_packed(8, &packed, img.len() as u32, upx::adler32(&img));
+    assert_eq!(scan(&with_attachment(&pe), lim), infected());
+}

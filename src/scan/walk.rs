@@ -18,7 +18,7 @@ use super::object::{HEAD, Hashers, Spool, TextStream, WindowStream};
 use super::ole2::{self, Ole2, PptObject};
 use super::sevenz;
 use super::unpack::{self, Container};
-use super::{arj, chm, ishield, nsis, sis, upx};
+use super::{arj, autoit, chm, ishield, nsis, sis, upx};
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
 use crate::store::content::Content;
@@ -793,8 +793,9 @@ impl<'a> Walker<'a> {
     }
 
     /// A Windows executable: the code and data UPX packed, then an NSIS
-    /// or InstallShield installer's files. Other executables have nothing
-    /// pimail unpacks (their own bytes were matched as they are).
+    /// or InstallShield installer's files, then a compiled AutoIt script's
+    /// files. Other executables have nothing pimail unpacks (their own
+    /// bytes were matched as they are).
     fn pe(&mut self, mut spool: Spool, depth: usize) -> Scan {
         let io = |e: std::io::Error| format!("scan spool: {e}");
         let size = spool.seek(SeekFrom::End(0)).map_err(io)?;
@@ -802,10 +803,14 @@ impl<'a> Walker<'a> {
         if r != Finding::Clean {
             return Ok(r);
         }
-        match nsis::first_header(&mut spool, size).map_err(io)? {
-            Some(fh) => self.nsis(&mut spool, fh, depth),
-            None => self.installshield(&mut spool, size, depth),
+        let r = match nsis::first_header(&mut spool, size).map_err(io)? {
+            Some(fh) => self.nsis(&mut spool, fh, depth)?,
+            None => self.installshield(&mut spool, size, depth)?,
+        };
+        if r != Finding::Clean {
+            return Ok(r);
         }
+        self.autoit(&mut spool, size, depth)
     }
 
     /// An InstallShield installer's files (see ishield.rs), each scanned
@@ -824,6 +829,50 @@ impl<'a> Walker<'a> {
             Err(ishield::TooManyFiles) => Ok(Finding::Limit(LIMIT_ENTRIES.into())),
             Ok(()) => verdict,
         }
+    }
+
+    /// A compiled AutoIt script's files (the script, then every file it
+    /// installs), each scanned as an entry; every record counts against
+    /// the entry limit, every declared size against the object limit.
+    fn autoit(&mut self, file: &mut (impl Read + Seek), size: u64, depth: usize) -> Scan {
+        let io = |e: std::io::Error| format!("scan spool: {e}");
+        let Some(script) = autoit::find(file, size).map_err(io)? else {
+            return Ok(Finding::Clean);
+        };
+        let mut at = script.records;
+        let mut entries = 0;
+        // Anything but a record ends them: what came before was scanned.
+        while let Some(record) = autoit::record(file, &script, at).map_err(io)? {
+            at = record.next();
+            entries += 1;
+            if entries > self.limits.max_zip_entries {
+                return Ok(Finding::Limit(LIMIT_ENTRIES.into()));
+            }
+            if !record.file {
+                continue;
+            }
+            file.seek(SeekFrom::Start(record.data)).map_err(io)?;
+            let data = autoit::Decrypt::new((&mut *file).take(record.len as u64), &script);
+            let r = if record.compressed {
+                match autoit::Expand::new(data).map_err(io)? {
+                    Some(expand) => match self.declared(expand.size()) {
+                        Some(limit) => limit,
+                        None => self.entry(expand, depth)?,
+                    },
+                    // Not AutoIt's compression: damaged, skipped.
+                    None => Finding::Clean,
+                }
+            } else {
+                match self.declared(record.len as u64) {
+                    Some(limit) => limit,
+                    None => self.entry(data, depth)?,
+                }
+            };
+            if r != Finding::Clean {
+                return Ok(r);
+            }
+        }
+        Ok(Finding::Clean)
     }
 
     /// UPX's packed data, found by its pack header in the PE headers and
@@ -860,7 +909,13 @@ impl<'a> Walker<'a> {
             upx::Method::Nrv(kind, width) => {
                 let image = upx::nrv(kind, width, &packed, header.u_len as usize);
                 drop(packed);
-                self.entry(&image[..], depth)
+                let r = self.entry(&image[..], depth)?;
+                if r != Finding::Clean {
+                    return Ok(r);
+                }
+                // An AutoIt script in a resource UPX compressed.
+                let len = image.len() as u64;
+                self.autoit(&mut std::io::Cursor::new(&image[..]), len, depth)
             }
             upx::Method::Lzma => match upx::lzma(&packed, header.u_len) {
                 Some(r) => self.entry(r.take(u_len), depth),
