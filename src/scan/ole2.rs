@@ -17,6 +17,8 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
+use super::unpack::read_full;
+
 pub const SIGNATURE: &[u8] = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1";
 
 /// Sector numbers at or past this are markers (free, end of chain, FAT,
@@ -297,17 +299,6 @@ impl<R: Read + Seek> Read for StreamReader<'_, R> {
 
 fn le32(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// The "PowerPoint Document" stream's name ([MS-PPT] 2.1.2).

@@ -12,6 +12,8 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
+use super::unpack::read_full;
+
 pub const SIGNATURE: &[u8] = b"7z\xbc\xaf\x27\x1c";
 
 /// Property IDs of `7zFormat.txt` used here.
@@ -190,17 +192,6 @@ impl Props<'_> {
         };
         self.skip(defined * 4)
     }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]
