@@ -1643,3 +1643,35 @@ fn autoit_compiled_script() {
     let pe = upx_packed(8, &packed, img.len() as u32, upx::adler32(&img));
     assert_eq!(scan(&with_attachment(&pe), lim), infected());
 }
+
+/// An ASPack 2.12-packed PE: `image()` compressed at 0x1000, the stub at
+/// 0x2000 (entry point one byte in).
+fn aspack_packed() -> Vec<u8> {
+    let img = image();
+    let packed = aspack::tests::compress(&img);
+    let stub = aspack::tests::stub_bytes(&[(0x1000, img.len() as u32)]);
+    peimage::tests::pe(0x2001, &[(0x1000, &packed), (0x2000, &stub)])
+}
+
+#[test]
+fn aspack_packed_executable() {
+    let lim = Limits::default();
+    let pe = aspack_packed();
+    assert!(!pe.windows(EICAR.len()).any(|w| w == EICAR));
+    assert_eq!(scan(&with_attachment(&pe), lim), infected());
+    // Truncated (the stub's tables cut off) and damaged: no panic.
+    scan(&with_attachment(&pe[..pe.len() - 0x300]), lim);
+    let mut damaged = pe.clone();
+    for b in damaged[0x300..0x900].iter_mut().step_by(61) {
+        *b ^= 0x5a;
+    }
+    scan(&with_attachment(&damaged), lim);
+    // A declared image size past the object limit is a verdict, before
+    // any allocation.
+    let mut huge = pe.clone();
+    huge[0x58 + 56..0x58 + 60].copy_from_slice(&0x7fff_0000u32.to_le_bytes());
+    assert_eq!(
+        scan(&with_attachment(&huge), lim),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+}
