@@ -42,6 +42,7 @@ mod nsis;
 mod object;
 mod ole2;
 mod peimage;
+mod petite;
 mod sevenz;
 pub mod signature;
 mod sis;

@@ -18,7 +18,7 @@ use super::object::{HEAD, Hashers, Spool, TextStream, WindowStream};
 use super::ole2::{self, Ole2, PptObject};
 use super::sevenz;
 use super::unpack::{self, Container};
-use super::{arj, aspack, autoit, chm, ishield, nsis, peimage, sis, upx};
+use super::{arj, aspack, autoit, chm, ishield, nsis, peimage, petite, sis, upx};
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
 use crate::store::content::Content;
@@ -944,9 +944,11 @@ impl<'a> Walker<'a> {
             return Ok(Finding::Clean);
         };
         let code = peimage::read_at(spool, at, aspack::STUB_LEN).map_err(io)?;
+        let last = h.sections.iter().map(|s| s.rva).max().unwrap_or(0);
         let aspack = aspack::stub(&code);
+        let petite = petite::stub(&code, h.image_base.wrapping_add(last));
         drop(code);
-        if aspack.is_none() {
+        if aspack.is_none() && petite.is_none() {
             return Ok(Finding::Clean);
         }
         let image_size = h.image_size as u64;
@@ -959,6 +961,8 @@ impl<'a> Walker<'a> {
         let mut image = peimage::map(spool, &h).map_err(io)?;
         if let Some(stub) = aspack {
             aspack::unpack(&mut image, &stub);
+        } else if let Some(version) = petite {
+            petite::unpack(&mut image, last.wrapping_add(version.records()));
         }
         let sections = &image[(h.first_rva() as usize).min(image.len())..];
         let r = self.entry(sections, depth)?;
