@@ -19,7 +19,7 @@
 //! repeats the last length 3-6 times, 17 and 18 write 3-10 and 11-138
 //! zeros) and may be sent again by main symbol 720. The main tree (721
 //! symbols) codes literals (0-255) and matches (256 + slot * 8 + length
-//! - 2, length 9 meaning "more, from the length tree"); an offset slot
+//! minus 2, length 9 meaning "more, from the length tree"); an offset slot
 //! carries extra bits, whose low three come from the 8-symbol aligned tree
 //! when there are at least three; slots 0-2 repeat one of the last three
 //! offsets. After the first block, `e8`/`e9` operands that start with the
@@ -300,10 +300,8 @@ impl<'a> Block<'a> {
             }
             // 0-2: one of the last three offsets, moved to the front.
             let distance = if offset < 3 {
-                let d = last[offset as usize];
-                last[offset as usize] = last[0];
-                last[0] = d;
-                d
+                last.swap(offset as usize, 0);
+                last[0]
             } else {
                 last = [offset - 3, last[0], last[1]];
                 offset - 3
