@@ -25,6 +25,7 @@
 //! ```
 
 mod arj;
+mod aspack;
 mod autoit;
 mod cab;
 mod chm;
@@ -40,6 +41,8 @@ mod matcher;
 mod nsis;
 mod object;
 mod ole2;
+mod peimage;
+mod petite;
 mod sevenz;
 pub mod signature;
 mod sis;

@@ -1643,3 +1643,107 @@ fn autoit_compiled_script() {
     let pe = upx_packed(8, &packed, img.len() as u32, upx::adler32(&img));
     assert_eq!(scan(&with_attachment(&pe), lim), infected());
 }
+
+/// An ASPack 2.12-packed PE: `image()` compressed at 0x1000, the stub at
+/// 0x2000 (entry point one byte in).
+fn aspack_packed() -> Vec<u8> {
+    let img = image();
+    let packed = aspack::tests::compress(&img);
+    let stub = aspack::tests::stub_bytes(&[(0x1000, img.len() as u32)]);
+    peimage::tests::pe(0x2001, &[(0x1000, &packed), (0x2000, &stub)])
+}
+
+#[test]
+fn aspack_packed_executable() {
+    let lim = Limits::default();
+    let pe = aspack_packed();
+    assert!(!pe.windows(EICAR.len()).any(|w| w == EICAR));
+    assert_eq!(scan(&with_attachment(&pe), lim), infected());
+    // Truncated (the stub's tables cut off) and damaged: no panic.
+    scan(&with_attachment(&pe[..pe.len() - 0x300]), lim);
+    let mut damaged = pe.clone();
+    for b in damaged[0x300..0x900].iter_mut().step_by(61) {
+        *b ^= 0x5a;
+    }
+    scan(&with_attachment(&damaged), lim);
+    // A declared image size past the object limit is a verdict, before
+    // any allocation.
+    let mut huge = pe.clone();
+    huge[0x58 + 56..0x58 + 60].copy_from_slice(&0x7fff_0000u32.to_le_bytes());
+    assert_eq!(
+        scan(&with_attachment(&huge), lim),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+}
+
+/// A Petite 2.2-packed PE: `image()` compressed at 0x1000, moved to
+/// 0x2000 by a record, decompressed to 0x3000; the stub at 0x4000.
+fn petite_packed() -> Vec<u8> {
+    let img = image();
+    let packed = petite::tests::compress(&img);
+    let words = packed.len().div_ceil(4) as u32;
+    let mut stub = vec![0u8; 0x400];
+    let code = petite::tests::stub_code(0x40_4000);
+    stub[0x40..0x40 + code.len()].copy_from_slice(&code);
+    let records = [
+        0x8000_0000 | words,
+        0x1000 + (words - 1) * 4,
+        0x2000 + (words - 1) * 4,
+        0x2000,
+        img.len() as u32,
+        0x3000,
+        0,
+        0,
+    ];
+    for (i, r) in records.iter().enumerate() {
+        stub[0x1b8 + 4 * i..0x1bc + 4 * i].copy_from_slice(&r.to_le_bytes());
+    }
+    peimage::tests::pe(
+        0x4040,
+        &[
+            (0x1000, &packed),
+            (0x2000, &[]),
+            (0x3000, &[]),
+            (0x4000, &stub),
+        ],
+    )
+}
+
+#[test]
+fn petite_packed_executable() {
+    let lim = Limits::default();
+    let pe = petite_packed();
+    assert!(!pe.windows(EICAR.len()).any(|w| w == EICAR));
+    assert_eq!(scan(&with_attachment(&pe), lim), infected());
+    // Truncated (the stub's records cut off) and damaged: no panic.
+    scan(&with_attachment(&pe[..pe.len() - 0x300]), lim);
+    let mut damaged = pe.clone();
+    for b in damaged[0x280..].iter_mut().step_by(53) {
+        *b ^= 0x5a;
+    }
+    scan(&with_attachment(&damaged), lim);
+    let mut huge = pe.clone();
+    huge[0x58 + 56..0x58 + 60].copy_from_slice(&0x7fff_0000u32.to_le_bytes());
+    assert_eq!(
+        scan(&with_attachment(&huge), lim),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+}
+
+/// A self-extractor's zip compressed with the program is found in the
+/// unpacked image.
+#[test]
+fn zip_in_an_unpacked_image() {
+    let mut img = vec![0x90u8; 300];
+    img.extend_from_slice(&zip(&[("a.com", EICAR)]));
+    img.extend_from_slice(&[0; 200]);
+    let packed = petite::tests::compress(&img);
+    let mut stub = vec![0u8; 0x400];
+    let code = petite::tests::stub_code(0x40_3000);
+    stub[0x40..0x40 + code.len()].copy_from_slice(&code);
+    for (i, r) in [0x1000, img.len() as u32, 0x2000, 0].iter().enumerate() {
+        stub[0x1b8 + 4 * i..0x1bc + 4 * i].copy_from_slice(&r.to_le_bytes());
+    }
+    let pe = peimage::tests::pe(0x3040, &[(0x1000, &packed), (0x2000, &[]), (0x3000, &stub)]);
+    assert_eq!(scan(&with_attachment(&pe), Limits::default()), infected());
+}

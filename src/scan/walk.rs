@@ -18,7 +18,7 @@ use super::object::{HEAD, Hashers, Spool, TextStream, WindowStream};
 use super::ole2::{self, Ole2, PptObject};
 use super::sevenz;
 use super::unpack::{self, Container};
-use super::{arj, autoit, chm, ishield, nsis, sis, upx};
+use super::{arj, aspack, autoit, chm, ishield, nsis, peimage, petite, sis, upx};
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
 use crate::store::content::Content;
@@ -803,6 +803,10 @@ impl<'a> Walker<'a> {
         if r != Finding::Clean {
             return Ok(r);
         }
+        let r = self.in_place(&mut spool, depth)?;
+        if r != Finding::Clean {
+            return Ok(r);
+        }
         let r = match nsis::first_header(&mut spool, size).map_err(io)? {
             Some(fh) => self.nsis(&mut spool, fh, depth)?,
             None => self.installshield(&mut spool, size, depth)?,
@@ -921,6 +925,54 @@ impl<'a> Walker<'a> {
                 Some(r) => self.entry(r.take(u_len), depth),
                 None => Ok(Finding::Clean),
             },
+        }
+    }
+
+    /// The sections ASPack or Petite packed, recognised by the stub at the
+    /// entry point and decompressed in a copy of the image as the loader
+    /// maps it (its declared size checked against the object and total
+    /// limits before it is allocated), then scanned from the first
+    /// section on.
+    fn in_place(&mut self, spool: &mut Spool, depth: usize) -> Scan {
+        let io = |e: std::io::Error| format!("scan spool: {e}");
+        let head = peimage::read_at(spool, 0, UPX_HEADERS as usize).map_err(io)?;
+        let Some(h) = peimage::headers(&head) else {
+            return Ok(Finding::Clean);
+        };
+        drop(head);
+        let Some(at) = h.file_offset(h.entry) else {
+            return Ok(Finding::Clean);
+        };
+        let code = peimage::read_at(spool, at, aspack::STUB_LEN).map_err(io)?;
+        let last = h.sections.iter().map(|s| s.rva).max().unwrap_or(0);
+        let aspack = aspack::stub(&code);
+        let petite = petite::stub(&code, h.image_base.wrapping_add(last));
+        drop(code);
+        if aspack.is_none() && petite.is_none() {
+            return Ok(Finding::Clean);
+        }
+        let image_size = h.image_size as u64;
+        if image_size > self.limits.max_object_size {
+            return Ok(Finding::Limit(LIMIT_OBJECT.into()));
+        }
+        if self.total.saturating_add(image_size) > self.limits.max_total_size {
+            return Ok(Finding::Limit(LIMIT_TOTAL.into()));
+        }
+        let mut image = peimage::map(spool, &h).map_err(io)?;
+        if let Some(stub) = aspack {
+            aspack::unpack(&mut image, &stub);
+        } else if let Some(version) = petite {
+            petite::unpack(&mut image, last.wrapping_add(version.records()));
+        }
+        let sections = &image[(h.first_rva() as usize).min(image.len())..];
+        let r = self.entry(sections, depth)?;
+        if r != Finding::Clean {
+            return Ok(r);
+        }
+        // A self-extractor's archive, compressed with the program.
+        match peimage::embedded_zip(sections) {
+            Some(zip) => self.entry(zip, depth),
+            None => Ok(Finding::Clean),
         }
     }
 
