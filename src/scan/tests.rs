@@ -1643,3 +1643,96 @@ fn autoit_compiled_script() {
     let pe = upx_packed(8, &packed, img.len() as u32, upx::adler32(&img));
     assert_eq!(scan(&with_attachment(&pe), lim), infected());
 }
+
+/// A MEW-packed PE as MEW 11 SE lays one out: the stub in the headers
+/// (at 0x180), an empty first section (0x1000, where `payload` goes), the
+/// table and the compressed data in the second (0x3000), whose last
+/// bytes are the entry point's jump to the stub. `image_size` may lie.
+fn mew_packed(packed: &[u8], image_size: u32) -> Vec<u8> {
+    let mut pe = vec![0u8; 0x200];
+    pe[..2].copy_from_slice(b"MZ");
+    pe[0x3c] = 0x40;
+    pe[0x40..0x44].copy_from_slice(b"PE\0\0");
+    let put =
+        |pe: &mut Vec<u8>, at: usize, v: u32| pe[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    put(&mut pe, 0x44, 0x0002_014c);
+    put(&mut pe, 0x54, 0x010f_00e0);
+    put(&mut pe, 0x58, 0x10b);
+    let mut table = Vec::new();
+    for v in [0x40_0100u32, 0x40_1000, 0x40_1000] {
+        table.extend_from_slice(&v.to_le_bytes());
+    }
+    table.extend_from_slice(packed);
+    table.extend_from_slice(&[0; 4]);
+    let entry = 0x3000 + table.len() as u32;
+    table.push(0xe9);
+    table.extend_from_slice(&0x180u32.wrapping_sub(entry + 5).to_le_bytes());
+    put(&mut pe, 0x58 + 16, entry);
+    put(&mut pe, 0x58 + 28, 0x40_0000);
+    put(&mut pe, 0x58 + 32, 0x1000);
+    put(&mut pe, 0x58 + 36, 0x200);
+    put(&mut pe, 0x58 + 56, image_size);
+    put(&mut pe, 0x58 + 60, 0x200);
+    let sections = 0x58 + 0xe0;
+    pe[sections..sections + 3].copy_from_slice(b"MEW");
+    put(&mut pe, sections + 8, 0x2000);
+    put(&mut pe, sections + 12, 0x1000);
+    put(&mut pe, sections + 40 + 8, 0x1000);
+    put(&mut pe, sections + 40 + 12, 0x3000);
+    put(&mut pe, sections + 40 + 16, table.len() as u32);
+    put(&mut pe, sections + 40 + 20, 0x200);
+    let stub = mew::tests::stub(0x40_3000);
+    pe[0x180..0x180 + stub.len()].copy_from_slice(&stub);
+    pe.extend_from_slice(&table);
+    pe
+}
+
+#[test]
+fn mew_packed_executable() {
+    let img = image();
+    let lim = Limits::default();
+    let packed = mew::tests::compress(&img);
+    let pe = mew_packed(&packed, 0x4000);
+    assert!(!pe.windows(EICAR.len()).any(|w| w == EICAR));
+    assert_eq!(scan(&with_attachment(&pe), lim), infected());
+    // A self-extractor's zip in the image (here gzip in zip, so that
+    // EICAR shows only once both are opened).
+    let mut sfx = b"MZ self-extractor code ".repeat(20);
+    sfx.extend_from_slice(&zip(&[("e.gz", &gzip(EICAR))]));
+    sfx.extend_from_slice(&[0; 100]);
+    let pe_sfx = mew_packed(&mew::tests::compress(&sfx), 0x4000);
+    assert_eq!(scan(&with_attachment(&pe_sfx), lim), infected());
+    // Truncated: the stream ends early (or the jump is gone), what was
+    // decoded is scanned, no error.
+    for cut in [pe.len() - 3, 0x200 + packed.len() / 2, 0x210] {
+        assert_eq!(scan(&with_attachment(&pe[..cut]), lim), Finding::Clean);
+    }
+    // Damaged bytes anywhere in the packed data: no panic, no error.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..200 {
+        let mut bad = pe.clone();
+        for _ in 0..3 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let at = 0x20c + (rng as usize) % packed.len();
+            bad[at] ^= (rng >> 32) as u8 | 1;
+        }
+        scan(&with_attachment(&bad), lim);
+    }
+    // An image past the object limit is a verdict, before any allocation.
+    let pe = mew_packed(&packed, 0x7fff_0000);
+    assert_eq!(
+        scan(&with_attachment(&pe), lim),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn mew_random_packed_data(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..400)) {
+        let pe = mew_packed(&data, 0x4000);
+        scan(&with_attachment(&pe), Limits::default());
+    }
+}

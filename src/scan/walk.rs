@@ -16,9 +16,10 @@ use super::hashes::HashMatch;
 use super::matcher::ObjectKind;
 use super::object::{HEAD, Hashers, Spool, TextStream, WindowStream};
 use super::ole2::{self, Ole2, PptObject};
+use super::pe_image::{self, Layout};
 use super::sevenz;
 use super::unpack::{self, Container};
-use super::{arj, autoit, chm, ishield, nsis, sis, upx};
+use super::{arj, autoit, chm, ishield, mew, nsis, sis, upx};
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
 use crate::store::content::Content;
@@ -803,6 +804,10 @@ impl<'a> Walker<'a> {
         if r != Finding::Clean {
             return Ok(r);
         }
+        let r = self.in_place(&mut spool, size, depth)?;
+        if r != Finding::Clean {
+            return Ok(r);
+        }
         let r = match nsis::first_header(&mut spool, size).map_err(io)? {
             Some(fh) => self.nsis(&mut spool, fh, depth)?,
             None => self.installshield(&mut spool, size, depth)?,
@@ -921,6 +926,36 @@ impl<'a> Walker<'a> {
                 Some(r) => self.entry(r.take(u_len), depth),
                 None => Ok(Finding::Clean),
             },
+        }
+    }
+
+    /// An executable whose stub decompresses it in place (MEW): the
+    /// image it rebuilds, scanned as an entry. The image is held whole
+    /// (the stub's back references reach anywhere in it): its declared
+    /// size counts against the object and total limits before allocating.
+    fn in_place(&mut self, spool: &mut Spool, size: u64, depth: usize) -> Scan {
+        let io = |e: std::io::Error| format!("scan spool: {e}");
+        let mut head = vec![0u8; size.min(UPX_HEADERS) as usize];
+        spool.seek(SeekFrom::Start(0)).map_err(io)?;
+        let n = unpack::read_full(spool, &mut head).map_err(io)?;
+        head.truncate(n);
+        let Some(packed) = mew::find(&head, spool).map_err(io)? else {
+            return Ok(Finding::Clean);
+        };
+        let layout: &Layout = &packed.layout;
+        if let Some(limit) = self.declared(layout.size_of_image as u64) {
+            return Ok(limit);
+        }
+        let mut image = layout.load(spool).map_err(io)?;
+        mew::unpack(&mut image, layout.image_base, packed.table);
+        // The sections, without the headers: those still describe the
+        // packed file, which would be unpacked again.
+        let sections = layout.sections.iter().map(|s| s.rva).min().unwrap_or(0);
+        let sections = image.get(sections as usize..).unwrap_or_default();
+        let r = self.entry(sections, depth)?;
+        match pe_image::embedded_zip(sections) {
+            Some(zip) if r == Finding::Clean => self.entry(&sections[zip], depth),
+            _ => Ok(r),
         }
     }
 
