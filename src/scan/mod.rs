@@ -46,6 +46,7 @@ mod sevenz;
 pub mod signature;
 mod sis;
 mod unpack;
+mod upack;
 mod upx;
 mod walk;
 
