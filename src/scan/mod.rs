@@ -38,15 +38,18 @@ pub mod delivery;
 mod hashes;
 mod ishield;
 mod matcher;
+mod mew;
 mod nsis;
 mod object;
 mod ole2;
+mod pe_image;
 mod peimage;
 mod petite;
 mod sevenz;
 pub mod signature;
 mod sis;
 mod unpack;
+mod upack;
 mod upx;
 mod walk;
 

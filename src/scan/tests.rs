@@ -1747,3 +1747,187 @@ fn zip_in_an_unpacked_image() {
     let pe = peimage::tests::pe(0x3040, &[(0x1000, &packed), (0x2000, &[]), (0x3000, &stub)]);
     assert_eq!(scan(&with_attachment(&pe), Limits::default()), infected());
 }
+
+/// A MEW-packed PE as MEW 11 SE lays one out: the stub in the headers
+/// (at 0x180), an empty first section (0x1000, where `payload` goes), the
+/// table and the compressed data in the second (0x3000), whose last
+/// bytes are the entry point's jump to the stub. `image_size` may lie.
+fn mew_packed(packed: &[u8], image_size: u32) -> Vec<u8> {
+    let mut pe = vec![0u8; 0x200];
+    pe[..2].copy_from_slice(b"MZ");
+    pe[0x3c] = 0x40;
+    pe[0x40..0x44].copy_from_slice(b"PE\0\0");
+    let put =
+        |pe: &mut Vec<u8>, at: usize, v: u32| pe[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    put(&mut pe, 0x44, 0x0002_014c);
+    put(&mut pe, 0x54, 0x010f_00e0);
+    put(&mut pe, 0x58, 0x10b);
+    let mut table = Vec::new();
+    for v in [0x40_0100u32, 0x40_1000, 0x40_1000] {
+        table.extend_from_slice(&v.to_le_bytes());
+    }
+    table.extend_from_slice(packed);
+    table.extend_from_slice(&[0; 4]);
+    let entry = 0x3000 + table.len() as u32;
+    table.push(0xe9);
+    table.extend_from_slice(&0x180u32.wrapping_sub(entry + 5).to_le_bytes());
+    put(&mut pe, 0x58 + 16, entry);
+    put(&mut pe, 0x58 + 28, 0x40_0000);
+    put(&mut pe, 0x58 + 32, 0x1000);
+    put(&mut pe, 0x58 + 36, 0x200);
+    put(&mut pe, 0x58 + 56, image_size);
+    put(&mut pe, 0x58 + 60, 0x200);
+    let sections = 0x58 + 0xe0;
+    pe[sections..sections + 3].copy_from_slice(b"MEW");
+    put(&mut pe, sections + 8, 0x2000);
+    put(&mut pe, sections + 12, 0x1000);
+    put(&mut pe, sections + 40 + 8, 0x1000);
+    put(&mut pe, sections + 40 + 12, 0x3000);
+    put(&mut pe, sections + 40 + 16, table.len() as u32);
+    put(&mut pe, sections + 40 + 20, 0x200);
+    let stub = mew::tests::stub(0x40_3000);
+    pe[0x180..0x180 + stub.len()].copy_from_slice(&stub);
+    pe.extend_from_slice(&table);
+    pe
+}
+
+#[test]
+fn mew_packed_executable() {
+    let img = image();
+    let lim = Limits::default();
+    let packed = mew::tests::compress(&img);
+    let pe = mew_packed(&packed, 0x4000);
+    assert!(!pe.windows(EICAR.len()).any(|w| w == EICAR));
+    assert_eq!(scan(&with_attachment(&pe), lim), infected());
+    // A self-extractor's zip in the image (here gzip in zip, so that
+    // EICAR shows only once both are opened).
+    let mut sfx = b"MZ self-extractor code ".repeat(20);
+    sfx.extend_from_slice(&zip(&[("e.gz", &gzip(EICAR))]));
+    sfx.extend_from_slice(&[0; 100]);
+    let pe_sfx = mew_packed(&mew::tests::compress(&sfx), 0x4000);
+    assert_eq!(scan(&with_attachment(&pe_sfx), lim), infected());
+    // Truncated: the stream ends early (or the jump is gone), what was
+    // decoded is scanned, no error.
+    for cut in [pe.len() - 3, 0x200 + packed.len() / 2, 0x210] {
+        assert_eq!(scan(&with_attachment(&pe[..cut]), lim), Finding::Clean);
+    }
+    // Damaged bytes anywhere in the packed data: no panic, no error.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..200 {
+        let mut bad = pe.clone();
+        for _ in 0..3 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let at = 0x20c + (rng as usize) % packed.len();
+            bad[at] ^= (rng >> 32) as u8 | 1;
+        }
+        scan(&with_attachment(&bad), lim);
+    }
+    // An image past the object limit is a verdict, before any allocation.
+    let pe = mew_packed(&packed, 0x7fff_0000);
+    assert_eq!(
+        scan(&with_attachment(&pe), lim),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn mew_random_packed_data(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..400)) {
+        let pe = mew_packed(&data, 0x4000);
+        scan(&with_attachment(&pe), Limits::default());
+    }
+}
+
+/// A Upack-packed PE as Upack 0.39 lays one out, reduced to what its stub
+/// reads: an empty first section (0x1000, where `payload` goes); in the
+/// second (0x3000) the entry point's code, the copy at its jump's target
+/// (0x3010), the jump to the decoder (0x3030) whose code shifts by 5
+/// (0x3040), the copied block (three words, the last the compressed
+/// data's address) and the output's bounds after it, then the data.
+/// `image_size` may lie.
+fn upack_packed(packed: &[u8], len: u32, image_size: u32) -> Vec<u8> {
+    let mut pe = vec![0u8; 0x200];
+    pe[..2].copy_from_slice(b"MZ");
+    pe[0x3c] = 0x40;
+    pe[0x40..0x44].copy_from_slice(b"PE\0\0");
+    let put = |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    put(&mut pe, 0x44, 0x0002_014c);
+    put(&mut pe, 0x54, 0x010f_00e0);
+    put(&mut pe, 0x58, 0x10b);
+    put(&mut pe, 0x58 + 16, 0x3000);
+    put(&mut pe, 0x58 + 28, 0x40_0000);
+    put(&mut pe, 0x58 + 32, 0x1000);
+    put(&mut pe, 0x58 + 36, 0x200);
+    put(&mut pe, 0x58 + 56, image_size);
+    put(&mut pe, 0x58 + 60, 0x200);
+    let mut code = vec![0u8; 0xb0];
+    code[..12].copy_from_slice(&[0xbe, 0, 0, 0, 0, 0xad, 0x50, 0xff, 0x76, 0x34, 0xeb, 4]);
+    code[0x10..0x18].copy_from_slice(&[0xff, 0x76, 0x38, 0xad, 0x50, 0x8b, 0x3e, 0xbe]);
+    put(&mut code, 0x18, 0x40_3060);
+    code[0x1c..0x21].copy_from_slice(&[0x6a, 3, 0x59, 0xf3, 0xa5]);
+    code[0x30..0x36].copy_from_slice(&[0x8b, 0x7e, 0x0c, 0x57, 0x51, 0xe9]);
+    put(&mut code, 0x36, 0x3040 - 0x303a);
+    code[0x48..0x4b].copy_from_slice(&[0xc1, 0xed, 5]);
+    put(&mut code, 0x68, 0x40_30b0);
+    put(&mut code, 0x6c + 0x0c, 0x40_1000);
+    put(&mut code, 0x6c + 0x34, 0x40_1000 + len);
+    code.extend_from_slice(packed);
+    let sections = 0x58 + 0xe0;
+    put(&mut pe, sections + 8, 0x2000);
+    put(&mut pe, sections + 12, 0x1000);
+    put(&mut pe, sections + 40 + 8, 0x2000);
+    put(&mut pe, sections + 40 + 12, 0x3000);
+    put(&mut pe, sections + 40 + 16, code.len() as u32);
+    put(&mut pe, sections + 40 + 20, 0x200);
+    pe.extend_from_slice(&code);
+    pe
+}
+
+#[test]
+fn upack_packed_executable() {
+    let img = image();
+    let lim = Limits::default();
+    let packed = upack::tests::compress(&img);
+    let len = img.len() as u32;
+    let pe = upack_packed(&packed, len, 0x6000);
+    assert!(!pe.windows(EICAR.len()).any(|w| w == EICAR));
+    assert_eq!(scan(&with_attachment(&pe), lim), infected());
+    // Truncated: the stream ends early, what was decoded is scanned.
+    for cut in [0x2b0 + packed.len() / 2, 0x2b0, 0x205] {
+        assert_eq!(scan(&with_attachment(&pe[..cut]), lim), Finding::Clean);
+    }
+    // An output bound past the image: not taken for Upack's.
+    let pe_far = upack_packed(&packed, 0x10_0000, 0x6000);
+    assert_eq!(scan(&with_attachment(&pe_far), lim), Finding::Clean);
+    // Damaged bytes anywhere in the packed data: no panic, no error.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..200 {
+        let mut bad = pe.clone();
+        for _ in 0..3 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let at = 0x2b0 + (rng as usize) % packed.len();
+            bad[at] ^= (rng >> 32) as u8 | 1;
+        }
+        scan(&with_attachment(&bad), lim);
+    }
+    // An image past the object limit is a verdict, before any allocation.
+    let pe = upack_packed(&packed, len, 0x7fff_0000);
+    assert_eq!(
+        scan(&with_attachment(&pe), lim),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    #[test]
+    fn upack_random_packed_data(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..400)) {
+        let pe = upack_packed(&data, 0x1000, 0x6000);
+        scan(&with_attachment(&pe), Limits::default());
+    }
+}

@@ -16,9 +16,10 @@ use super::hashes::HashMatch;
 use super::matcher::ObjectKind;
 use super::object::{HEAD, Hashers, Spool, TextStream, WindowStream};
 use super::ole2::{self, Ole2, PptObject};
+use super::pe_image::{self, Layout};
 use super::sevenz;
 use super::unpack::{self, Container};
-use super::{arj, aspack, autoit, chm, ishield, nsis, peimage, petite, sis, upx};
+use super::{arj, aspack, autoit, chm, ishield, mew, nsis, peimage, petite, sis, upack, upx};
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
 use crate::store::content::Content;
@@ -803,7 +804,11 @@ impl<'a> Walker<'a> {
         if r != Finding::Clean {
             return Ok(r);
         }
-        let r = self.in_place(&mut spool, depth)?;
+        let r = self.aspack_petite(&mut spool, depth)?;
+        if r != Finding::Clean {
+            return Ok(r);
+        }
+        let r = self.mew_upack(&mut spool, size, depth)?;
         if r != Finding::Clean {
             return Ok(r);
         }
@@ -933,7 +938,7 @@ impl<'a> Walker<'a> {
     /// maps it (its declared size checked against the object and total
     /// limits before it is allocated), then scanned from the first
     /// section on.
-    fn in_place(&mut self, spool: &mut Spool, depth: usize) -> Scan {
+    fn aspack_petite(&mut self, spool: &mut Spool, depth: usize) -> Scan {
         let io = |e: std::io::Error| format!("scan spool: {e}");
         let head = peimage::read_at(spool, 0, UPX_HEADERS as usize).map_err(io)?;
         let Some(h) = peimage::headers(&head) else {
@@ -973,6 +978,60 @@ impl<'a> Walker<'a> {
         match peimage::embedded_zip(sections) {
             Some(zip) => self.entry(zip, depth),
             None => Ok(Finding::Clean),
+        }
+    }
+
+    /// An executable whose stub decompresses it in place (MEW, Upack):
+    /// the sections it rebuilds, scanned as an entry. The image is held
+    /// whole (the stubs' back references reach anywhere in it): its
+    /// declared size counts against the object and total limits before
+    /// allocating.
+    fn mew_upack(&mut self, spool: &mut Spool, size: u64, depth: usize) -> Scan {
+        let io = |e: std::io::Error| format!("scan spool: {e}");
+        let mut head = vec![0u8; size.min(UPX_HEADERS) as usize];
+        spool.seek(SeekFrom::Start(0)).map_err(io)?;
+        let n = unpack::read_full(spool, &mut head).map_err(io)?;
+        head.truncate(n);
+        let mew = mew::find(&head, spool).map_err(io)?;
+        let upack = match mew {
+            Some(_) => None,
+            None => upack::find(&head, spool).map_err(io)?,
+        };
+        let layout: &Layout = match (&mew, &upack) {
+            (Some(m), _) => &m.layout,
+            (_, Some(u)) => &u.layout,
+            _ => return Ok(Finding::Clean),
+        };
+        if let Some(limit) = self.declared(layout.size_of_image as u64) {
+            return Ok(limit);
+        }
+        let mut image = layout.load(spool).map_err(io)?;
+        let sections = match (&mew, &upack) {
+            (Some(m), _) => {
+                mew::unpack(&mut image, layout.image_base, m.table);
+                // Without the headers: those still describe the packed
+                // file, which would be unpacked again.
+                let first = layout.sections.iter().map(|s| s.rva).min().unwrap_or(0);
+                image.drain(..(first as usize).min(image.len()));
+                image
+            }
+            (_, Some(u)) => {
+                let Some(plan) = upack::plan(&image, u) else {
+                    return Ok(Finding::Clean);
+                };
+                let mut out = Vec::new();
+                if let Some(r) = upack::decoder(&image, &plan) {
+                    // Damage ends the output: what was decoded is scanned.
+                    let _ = r.take(plan.len as u64).read_to_end(&mut out);
+                }
+                out
+            }
+            _ => return Ok(Finding::Clean),
+        };
+        let r = self.entry(&sections[..], depth)?;
+        match pe_image::embedded_zip(&sections) {
+            Some(zip) if r == Finding::Clean => self.entry(&sections[zip], depth),
+            _ => Ok(r),
         }
     }
 
