@@ -40,12 +40,14 @@ mod matcher;
 mod nsis;
 mod object;
 mod ole2;
+mod peimage;
 mod sevenz;
 pub mod signature;
 mod sis;
 mod unpack;
 mod upx;
 mod walk;
+mod wwpack;
 
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,7 @@ use super::object::{HEAD, Hashers, Spool, TextStream, WindowStream};
 use super::ole2::{self, Ole2, PptObject};
 use super::sevenz;
 use super::unpack::{self, Container};
-use super::{arj, autoit, chm, ishield, nsis, sis, upx};
+use super::{arj, autoit, chm, ishield, nsis, peimage, sis, upx, wwpack};
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
 use crate::store::content::Content;
@@ -68,6 +68,9 @@ type Scan = Result<Finding, String>;
 /// A UPX pack header is looked for in a PE's first bytes: its headers,
 /// which UPX ends with it.
 const UPX_HEADERS: u64 = 8 * 1024;
+
+/// A PE's headers and section table are looked for in its first 4 KiB.
+const PE_HEADERS: u64 = 4096;
 
 /// Bytes read at a time from an archive entry or a plain file.
 const READ_CHUNK: usize = 16 * 1024;
@@ -803,6 +806,10 @@ impl<'a> Walker<'a> {
         if r != Finding::Clean {
             return Ok(r);
         }
+        let r = self.packed(&mut spool, size, depth)?;
+        if r != Finding::Clean {
+            return Ok(r);
+        }
         let r = match nsis::first_header(&mut spool, size).map_err(io)? {
             Some(fh) => self.nsis(&mut spool, fh, depth)?,
             None => self.installshield(&mut spool, size, depth)?,
@@ -873,6 +880,60 @@ impl<'a> Walker<'a> {
             }
         }
         Ok(Finding::Clean)
+    }
+
+    /// The packers recognised by their stub at the entry point: WWPack32
+    /// (wwpack.rs). Only the PE headers are read unless the stub matches.
+    fn packed(&mut self, spool: &mut Spool, size: u64, depth: usize) -> Scan {
+        let io = |e: std::io::Error| format!("scan spool: {e}");
+        let mut head = vec![0u8; size.min(PE_HEADERS) as usize];
+        spool.seek(SeekFrom::Start(0)).map_err(io)?;
+        let n = unpack::read_full(spool, &mut head).map_err(io)?;
+        head.truncate(n);
+        let Some(pe) = peimage::parse(&head) else {
+            return Ok(Finding::Clean);
+        };
+        drop(head);
+        let Some(&last) = pe.sections.last() else {
+            return Ok(Finding::Clean);
+        };
+        if pe.entry != last.rva {
+            return Ok(Finding::Clean);
+        }
+        let mut stub = vec![0u8; (last.raw_size as usize).min(wwpack::STUB_READ)];
+        spool.seek(SeekFrom::Start(last.raw as u64)).map_err(io)?;
+        let n = unpack::read_full(spool, &mut stub).map_err(io)?;
+        stub.truncate(n);
+        for block in wwpack::blocks(&pe, &stub) {
+            if let Some(limit) = self.declared(block.room as u64) {
+                return Ok(limit);
+            }
+            let mut packed = vec![0u8; block.len as usize];
+            spool.seek(SeekFrom::Start(block.offset)).map_err(io)?;
+            let n = unpack::read_full(spool, &mut packed).map_err(io)?;
+            packed.truncate(n);
+            let image = wwpack::expand(&packed, block.room as usize);
+            drop(packed);
+            let r = self.unpacked_section(&image, depth)?;
+            if r != Finding::Clean {
+                return Ok(r);
+            }
+        }
+        Ok(Finding::Clean)
+    }
+
+    /// A section a packer hid, scanned as an entry, then from the first zip
+    /// local header in it on: a self-extracting archive's zip, found in the
+    /// unpacked data as ClamAV finds it in any executable.
+    fn unpacked_section(&mut self, data: &[u8], depth: usize) -> Scan {
+        let r = self.entry(data, depth)?;
+        if r != Finding::Clean {
+            return Ok(r);
+        }
+        match unpack::find(data.get(1..).unwrap_or_default(), b"PK\x03\x04") {
+            Some(at) => self.entry(&data[at + 1..], depth),
+            None => Ok(Finding::Clean),
+        }
     }
 
     /// UPX's packed data, found by its pack header in the PE headers and
