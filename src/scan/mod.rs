@@ -48,6 +48,7 @@ mod unpack;
 mod upx;
 mod walk;
 mod wwpack;
+mod yc;
 
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@
 /// One section header's addresses and sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Section {
+    pub name: [u8; 8],
     pub rva: u32,
     pub vsize: u32,
     pub raw: u32,
@@ -68,7 +69,10 @@ pub fn parse(head: &[u8]) -> Option<Headers> {
     let mut sections = Vec::with_capacity(count);
     for i in 0..count {
         let at = table + 40 * i;
+        let mut name = [0u8; 8];
+        name.copy_from_slice(head.get(at..at + 8)?);
         sections.push(Section {
+            name,
             vsize: u32_at(head, at + 8)?,
             rva: u32_at(head, at + 12)?,
             raw_size: u32_at(head, at + 16)?,

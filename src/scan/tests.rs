@@ -963,6 +963,38 @@ fn wwpack_packed_executable() {
     );
 }
 
+#[test]
+fn yc_encrypted_executable() {
+    let img = image();
+    let lim = Limits::default();
+    let pe = yc::tests::sample(&img, 0x1000);
+    assert!(!pe.windows(EICAR.len()).any(|w| w == EICAR));
+    assert_eq!(scan(&with_attachment(&pe), lim), infected());
+    // Cut in the stub's encrypted part or in the headers: not decrypted,
+    // scanned as it is; damaged: no panic, no error.
+    assert_eq!(
+        scan(&with_attachment(&pe[..pe.len() - 0x1000]), lim),
+        Finding::Clean
+    );
+    assert_eq!(scan(&with_attachment(&pe[..0x300]), lim), Finding::Clean);
+    for step in [7, 31, 97] {
+        let mut damaged = pe.clone();
+        for b in damaged[0x400..].iter_mut().step_by(step) {
+            *b ^= 0x5a;
+        }
+        scan(&with_attachment(&damaged), lim);
+    }
+    // The file is decrypted in memory: it counts against the total before.
+    let small = Limits {
+        max_total_size: 2 * pe.len() as u64 - 1,
+        ..lim
+    };
+    assert_eq!(
+        scan(&with_attachment(&pe), small),
+        Finding::Limit(LIMIT_TOTAL.into())
+    );
+}
+
 /// An NSIS installer: a stub, the first header at 512, then `data`.
 fn nsis(header_len: u32, data: &[u8]) -> Vec<u8> {
     let mut f = pe_stub(512);

@@ -18,7 +18,7 @@ use super::object::{HEAD, Hashers, Spool, TextStream, WindowStream};
 use super::ole2::{self, Ole2, PptObject};
 use super::sevenz;
 use super::unpack::{self, Container};
-use super::{arj, autoit, chm, ishield, nsis, peimage, sis, upx, wwpack};
+use super::{arj, autoit, chm, ishield, nsis, peimage, sis, upx, wwpack, yc};
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
 use crate::store::content::Content;
@@ -883,7 +883,8 @@ impl<'a> Walker<'a> {
     }
 
     /// The packers recognised by their stub at the entry point: WWPack32
-    /// (wwpack.rs). Only the PE headers are read unless the stub matches.
+    /// (wwpack.rs), yC (yc.rs). Only the PE headers and the entry point's
+    /// bytes are read unless the stub matches.
     fn packed(&mut self, spool: &mut Spool, size: u64, depth: usize) -> Scan {
         let io = |e: std::io::Error| format!("scan spool: {e}");
         let mut head = vec![0u8; size.min(PE_HEADERS) as usize];
@@ -897,6 +898,9 @@ impl<'a> Walker<'a> {
         let Some(&last) = pe.sections.last() else {
             return Ok(Finding::Clean);
         };
+        if pe.entry == last.rva.wrapping_add(yc::EP_IN_SECTION) {
+            return self.yc(spool, size, &pe, depth);
+        }
         if pe.entry != last.rva {
             return Ok(Finding::Clean);
         }
@@ -920,6 +924,33 @@ impl<'a> Walker<'a> {
             }
         }
         Ok(Finding::Clean)
+    }
+
+    /// A yC-encrypted executable, decrypted in memory (within the object
+    /// and total limits) and scanned as the file the stub rebuilds.
+    fn yc(&mut self, spool: &mut Spool, size: u64, pe: &peimage::Headers, depth: usize) -> Scan {
+        let io = |e: std::io::Error| format!("scan spool: {e}");
+        let Some(&last) = pe.sections.last() else {
+            return Ok(Finding::Clean);
+        };
+        let mut ep = [0u8; yc::EP_READ];
+        let at = last.raw as u64 + yc::EP_IN_SECTION as u64;
+        spool.seek(SeekFrom::Start(at)).map_err(io)?;
+        let n = unpack::read_full(spool, &mut ep).map_err(io)?;
+        let Some(stub) = yc::stub(&ep[..n], last.raw) else {
+            return Ok(Finding::Clean);
+        };
+        if let Some(limit) = self.declared(size) {
+            return Ok(limit);
+        }
+        let mut file = vec![0u8; size as usize];
+        spool.seek(SeekFrom::Start(0)).map_err(io)?;
+        let n = unpack::read_full(spool, &mut file).map_err(io)?;
+        file.truncate(n);
+        match yc::decrypt(&mut file, pe, stub) {
+            Some(len) => self.entry(&file[..len.min(file.len())], depth),
+            None => Ok(Finding::Clean),
+        }
     }
 
     /// A section a packer hid, scanned as an entry, then from the first zip
