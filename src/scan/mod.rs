@@ -41,6 +41,7 @@ mod nsis;
 mod object;
 mod ole2;
 mod peimage;
+mod pespin;
 mod sevenz;
 pub mod signature;
 mod sis;

@@ -995,6 +995,34 @@ fn yc_encrypted_executable() {
     );
 }
 
+#[test]
+fn pespin_protected_executable() {
+    let img = image();
+    let lim = Limits::default();
+    let pe = pespin::tests::sample(&img, 0x1000);
+    assert!(!pe.windows(EICAR.len()).any(|w| w == EICAR));
+    assert_eq!(scan(&with_attachment(&pe), lim), infected());
+    // Cut in the stub or the headers: not decrypted, scanned as it is;
+    // damaged: no panic, no error.
+    for cut in [0x300, pe.len() - 0x100] {
+        assert_eq!(scan(&with_attachment(&pe[..cut]), lim), Finding::Clean);
+    }
+    for step in [7, 31, 97] {
+        let mut damaged = pe.clone();
+        for b in damaged[0x400..].iter_mut().step_by(step) {
+            *b ^= 0x5a;
+        }
+        scan(&with_attachment(&damaged), lim);
+    }
+    // A section expanding past the object limit: a verdict before it is
+    // decompressed.
+    let pe = pespin::tests::sample(&img, 0x7000_0000);
+    assert_eq!(
+        scan(&with_attachment(&pe), lim),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+}
+
 /// An NSIS installer: a stub, the first header at 512, then `data`.
 fn nsis(header_len: u32, data: &[u8]) -> Vec<u8> {
     let mut f = pe_stub(512);

@@ -18,7 +18,7 @@ use super::object::{HEAD, Hashers, Spool, TextStream, WindowStream};
 use super::ole2::{self, Ole2, PptObject};
 use super::sevenz;
 use super::unpack::{self, Container};
-use super::{arj, autoit, chm, ishield, nsis, peimage, sis, upx, wwpack, yc};
+use super::{arj, autoit, chm, ishield, nsis, peimage, pespin, sis, upx, wwpack, yc};
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
 use crate::store::content::Content;
@@ -883,7 +883,7 @@ impl<'a> Walker<'a> {
     }
 
     /// The packers recognised by their stub at the entry point: WWPack32
-    /// (wwpack.rs), yC (yc.rs). Only the PE headers and the entry point's
+    /// (wwpack.rs), yC (yc.rs), PESpin (pespin.rs). Only the PE headers and the entry point's
     /// bytes are read unless the stub matches.
     fn packed(&mut self, spool: &mut Spool, size: u64, depth: usize) -> Scan {
         let io = |e: std::io::Error| format!("scan spool: {e}");
@@ -899,10 +899,13 @@ impl<'a> Walker<'a> {
             return Ok(Finding::Clean);
         };
         if pe.entry == last.rva.wrapping_add(yc::EP_IN_SECTION) {
-            return self.yc(spool, size, &pe, depth);
+            let r = self.yc(spool, size, &pe, depth)?;
+            if r != Finding::Clean {
+                return Ok(r);
+            }
         }
         if pe.entry != last.rva {
-            return Ok(Finding::Clean);
+            return self.pespin(spool, size, &pe, depth);
         }
         let mut stub = vec![0u8; (last.raw_size as usize).min(wwpack::STUB_READ)];
         spool.seek(SeekFrom::Start(last.raw as u64)).map_err(io)?;
@@ -951,6 +954,66 @@ impl<'a> Walker<'a> {
             Some(len) => self.entry(&file[..len.min(file.len())], depth),
             None => Ok(Finding::Clean),
         }
+    }
+
+    /// A PESpin-protected executable, decrypted in memory (within the
+    /// object and total limits); each section is scanned, those PESpin
+    /// compressed expanded to their virtual size (counted against the
+    /// limits first). PESpin's partly compressed resources are scanned as
+    /// they are.
+    fn pespin(
+        &mut self,
+        spool: &mut Spool,
+        size: u64,
+        pe: &peimage::Headers,
+        depth: usize,
+    ) -> Scan {
+        let io = |e: std::io::Error| format!("scan spool: {e}");
+        let Some(&last) = pe.sections.last() else {
+            return Ok(Finding::Clean);
+        };
+        if !last.holds(pe.entry) {
+            return Ok(Finding::Clean);
+        }
+        let ep = last.raw as u64 + (pe.entry - last.rva) as u64;
+        let mut stub = [0u8; pespin::EP_READ];
+        spool.seek(SeekFrom::Start(ep)).map_err(io)?;
+        let n = unpack::read_full(spool, &mut stub).map_err(io)?;
+        if !pespin::is_stub(&stub[..n]) {
+            return Ok(Finding::Clean);
+        }
+        if let Some(limit) = self.declared(size) {
+            return Ok(limit);
+        }
+        let mut file = vec![0u8; size as usize];
+        spool.seek(SeekFrom::Start(0)).map_err(io)?;
+        let n = unpack::read_full(spool, &mut file).map_err(io)?;
+        file.truncate(n);
+        let Some(sections) = pespin::decrypt(&mut file, pe, ep as usize) else {
+            return Ok(Finding::Clean);
+        };
+        for s in sections {
+            let start = (s.section.raw as usize).min(file.len());
+            let end = start
+                .saturating_add(s.section.raw_size as usize)
+                .min(file.len());
+            let raw = &file[start..end];
+            let r = if s.compressed {
+                if let Some(limit) = self.declared(s.section.vsize as u64) {
+                    return Ok(limit);
+                }
+                let data = pespin::aplib(raw, s.section.vsize as usize);
+                self.unpacked_section(&data, depth)?
+            } else if raw.is_empty() {
+                Finding::Clean
+            } else {
+                self.unpacked_section(raw, depth)?
+            };
+            if r != Finding::Clean {
+                return Ok(r);
+            }
+        }
+        Ok(Finding::Clean)
     }
 
     /// A section a packer hid, scanned as an entry, then from the first zip

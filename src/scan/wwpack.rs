@@ -197,11 +197,15 @@ fn expand_into(bits: &mut Bits, out: &mut Vec<u8>, room: usize) -> Option<()> {
             (offset, len)
         };
         let (offset, len) = (offset as usize, len as usize);
-        if offset > out.len() || out.len() + len > room {
+        if offset > out.len() {
             return None;
         }
-        for _ in 0..len {
+        // A copy past the room is cut there, and ends the output.
+        for _ in 0..len.min(room - out.len()) {
             out.push(out[out.len() - offset]);
+        }
+        if out.len() == room {
+            return None;
         }
     }
 }

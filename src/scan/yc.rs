@@ -97,9 +97,10 @@ pub fn stub(ep: &[u8], section_raw: u32) -> Option<Stub> {
     })
 }
 
-/// One operation on AL in a decryption loop.
+/// One operation on AL in a decryption loop (PESpin's loops use the same
+/// instructions, and `inc al`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub enum Op {
     AddCl,
     SubCl,
     XorCl,
@@ -107,6 +108,7 @@ enum Op {
     Sub(u8),
     Xor(u8),
     Dec,
+    Inc,
     Rol(u8),
     Ror(u8),
     RolCl,
@@ -180,7 +182,7 @@ fn ops(code: &[u8]) -> Option<Vec<Op>> {
 
 /// Runs the loop `ops` over `data` as the stub does: ECX counts down from
 /// `ecx`, CL is its low byte.
-fn run(ops: &[Op], data: &mut [u8], ecx: u32) {
+pub fn run(ops: &[Op], data: &mut [u8], ecx: u32) {
     let mut cl = ecx as u8;
     for b in data.iter_mut() {
         let mut al = *b;
@@ -193,6 +195,7 @@ fn run(ops: &[Op], data: &mut [u8], ecx: u32) {
                 Op::Sub(n) => al.wrapping_sub(n),
                 Op::Xor(n) => al ^ n,
                 Op::Dec => al.wrapping_sub(1),
+                Op::Inc => al.wrapping_add(1),
                 // x86 masks an 8-bit rotate's count to 5 bits; mod 8 is
                 // the same rotation.
                 Op::Rol(n) => al.rotate_left(n as u32 % 8),
@@ -283,7 +286,8 @@ pub mod tests {
                 Op::SubCl => Op::AddCl,
                 Op::Add(n) => Op::Sub(n),
                 Op::Sub(n) => Op::Add(n),
-                Op::Dec => Op::Add(1),
+                Op::Dec => Op::Inc,
+                Op::Inc => Op::Dec,
                 Op::Rol(n) => Op::Ror(n),
                 Op::Ror(n) => Op::Rol(n),
                 Op::RolCl => Op::RorCl,
