@@ -42,8 +42,10 @@ mod mew;
 mod nsis;
 mod object;
 mod ole2;
+mod pe_headers;
 mod pe_image;
 mod peimage;
+mod pespin;
 mod petite;
 mod sevenz;
 pub mod signature;
@@ -52,6 +54,8 @@ mod unpack;
 mod upack;
 mod upx;
 mod walk;
+mod wwpack;
+mod yc;
 
 #[cfg(test)]
 mod tests;

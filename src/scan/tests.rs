@@ -926,6 +926,103 @@ fn upx_packed_executable() {
     );
 }
 
+#[test]
+fn wwpack_packed_executable() {
+    let img = image();
+    let lim = Limits::default();
+    let pe = wwpack::tests::sample(&img, 0x1000);
+    assert!(!pe.windows(EICAR.len()).any(|w| w == EICAR));
+    assert_eq!(scan(&with_attachment(&pe), lim), infected());
+    // A zip in the unpacked section (a self-extractor's) is unpacked too.
+    let mut sfx = vec![0u8; 100];
+    sfx.extend_from_slice(&zip(&[("eicar.com", EICAR)]));
+    let pe = wwpack::tests::sample(&sfx, 0x1000);
+    assert_eq!(scan(&with_attachment(&pe), lim), infected());
+    // Truncated in the headers or the packed data (the stub is gone), or
+    // damaged: no panic, no error. Cut after the stub's records, it is
+    // still unpacked.
+    let pe = wwpack::tests::sample(&img, 0x1000);
+    for cut in [0x300, 0x500] {
+        assert_eq!(scan(&with_attachment(&pe[..cut]), lim), Finding::Clean);
+    }
+    let cut = &pe[..pe.len() - 0x100];
+    assert_eq!(scan(&with_attachment(cut), lim), infected());
+    for step in [7, 31, 97] {
+        let mut damaged = pe.clone();
+        for b in damaged[0x400..pe.len() - 0x400].iter_mut().step_by(step) {
+            *b ^= 0x5a;
+        }
+        scan(&with_attachment(&damaged), lim);
+    }
+    // Room for more than the object limit in the image: a verdict before
+    // anything is decompressed.
+    let pe = wwpack::tests::sample(&img, 0x7000_0000);
+    assert_eq!(
+        scan(&with_attachment(&pe), lim),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+}
+
+#[test]
+fn yc_encrypted_executable() {
+    let img = image();
+    let lim = Limits::default();
+    let pe = yc::tests::sample(&img, 0x1000);
+    assert!(!pe.windows(EICAR.len()).any(|w| w == EICAR));
+    assert_eq!(scan(&with_attachment(&pe), lim), infected());
+    // Cut in the stub's encrypted part or in the headers: not decrypted,
+    // scanned as it is; damaged: no panic, no error.
+    assert_eq!(
+        scan(&with_attachment(&pe[..pe.len() - 0x1000]), lim),
+        Finding::Clean
+    );
+    assert_eq!(scan(&with_attachment(&pe[..0x300]), lim), Finding::Clean);
+    for step in [7, 31, 97] {
+        let mut damaged = pe.clone();
+        for b in damaged[0x400..].iter_mut().step_by(step) {
+            *b ^= 0x5a;
+        }
+        scan(&with_attachment(&damaged), lim);
+    }
+    // The file is decrypted in memory: it counts against the total before.
+    let small = Limits {
+        max_total_size: 2 * pe.len() as u64 - 1,
+        ..lim
+    };
+    assert_eq!(
+        scan(&with_attachment(&pe), small),
+        Finding::Limit(LIMIT_TOTAL.into())
+    );
+}
+
+#[test]
+fn pespin_protected_executable() {
+    let img = image();
+    let lim = Limits::default();
+    let pe = pespin::tests::sample(&img, 0x1000);
+    assert!(!pe.windows(EICAR.len()).any(|w| w == EICAR));
+    assert_eq!(scan(&with_attachment(&pe), lim), infected());
+    // Cut in the stub or the headers: not decrypted, scanned as it is;
+    // damaged: no panic, no error.
+    for cut in [0x300, pe.len() - 0x100] {
+        assert_eq!(scan(&with_attachment(&pe[..cut]), lim), Finding::Clean);
+    }
+    for step in [7, 31, 97] {
+        let mut damaged = pe.clone();
+        for b in damaged[0x400..].iter_mut().step_by(step) {
+            *b ^= 0x5a;
+        }
+        scan(&with_attachment(&damaged), lim);
+    }
+    // A section expanding past the object limit: a verdict before it is
+    // decompressed.
+    let pe = pespin::tests::sample(&img, 0x7000_0000);
+    assert_eq!(
+        scan(&with_attachment(&pe), lim),
+        Finding::Limit(LIMIT_OBJECT.into())
+    );
+}
+
 /// An NSIS installer: a stub, the first header at 512, then `data`.
 fn nsis(header_len: u32, data: &[u8]) -> Vec<u8> {
     let mut f = pe_stub(512);

@@ -109,7 +109,7 @@ pub fn looks_like_message(head: &[u8]) -> bool {
         .any(|s| head.len() >= s.len() && head[..s.len()].eq_ignore_ascii_case(s))
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 

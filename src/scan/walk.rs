@@ -19,7 +19,10 @@ use super::ole2::{self, Ole2, PptObject};
 use super::pe_image::{self, Layout};
 use super::sevenz;
 use super::unpack::{self, Container};
-use super::{arj, aspack, autoit, chm, ishield, mew, nsis, peimage, petite, sis, upack, upx};
+use super::{
+    arj, aspack, autoit, chm, ishield, mew, nsis, pe_headers, peimage, pespin, petite, sis, upack,
+    upx, wwpack, yc,
+};
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
 use crate::store::content::Content;
@@ -69,6 +72,9 @@ type Scan = Result<Finding, String>;
 /// A UPX pack header is looked for in a PE's first bytes: its headers,
 /// which UPX ends with it.
 const UPX_HEADERS: u64 = 8 * 1024;
+
+/// A PE's headers and section table are looked for in its first 4 KiB.
+const PE_HEADERS: u64 = 4096;
 
 /// Bytes read at a time from an archive entry or a plain file.
 const READ_CHUNK: usize = 16 * 1024;
@@ -812,6 +818,10 @@ impl<'a> Walker<'a> {
         if r != Finding::Clean {
             return Ok(r);
         }
+        let r = self.packed(&mut spool, size, depth)?;
+        if r != Finding::Clean {
+            return Ok(r);
+        }
         let r = match nsis::first_header(&mut spool, size).map_err(io)? {
             Some(fh) => self.nsis(&mut spool, fh, depth)?,
             None => self.installshield(&mut spool, size, depth)?,
@@ -882,6 +892,154 @@ impl<'a> Walker<'a> {
             }
         }
         Ok(Finding::Clean)
+    }
+
+    /// The packers recognised by their stub at the entry point: WWPack32
+    /// (wwpack.rs), yC (yc.rs), PESpin (pespin.rs). Only the PE headers and the entry point's
+    /// bytes are read unless the stub matches.
+    fn packed(&mut self, spool: &mut Spool, size: u64, depth: usize) -> Scan {
+        let io = |e: std::io::Error| format!("scan spool: {e}");
+        let mut head = vec![0u8; size.min(PE_HEADERS) as usize];
+        spool.seek(SeekFrom::Start(0)).map_err(io)?;
+        let n = unpack::read_full(spool, &mut head).map_err(io)?;
+        head.truncate(n);
+        let Some(pe) = pe_headers::parse(&head) else {
+            return Ok(Finding::Clean);
+        };
+        drop(head);
+        let Some(&last) = pe.sections.last() else {
+            return Ok(Finding::Clean);
+        };
+        if pe.entry == last.rva.wrapping_add(yc::EP_IN_SECTION) {
+            let r = self.yc(spool, size, &pe, depth)?;
+            if r != Finding::Clean {
+                return Ok(r);
+            }
+        }
+        if pe.entry != last.rva {
+            return self.pespin(spool, size, &pe, depth);
+        }
+        let mut stub = vec![0u8; (last.raw_size as usize).min(wwpack::STUB_READ)];
+        spool.seek(SeekFrom::Start(last.raw as u64)).map_err(io)?;
+        let n = unpack::read_full(spool, &mut stub).map_err(io)?;
+        stub.truncate(n);
+        for block in wwpack::blocks(&pe, &stub) {
+            if let Some(limit) = self.declared(block.room as u64) {
+                return Ok(limit);
+            }
+            let mut packed = vec![0u8; block.len as usize];
+            spool.seek(SeekFrom::Start(block.offset)).map_err(io)?;
+            let n = unpack::read_full(spool, &mut packed).map_err(io)?;
+            packed.truncate(n);
+            let image = wwpack::expand(&packed, block.room as usize);
+            drop(packed);
+            let r = self.unpacked_section(&image, depth)?;
+            if r != Finding::Clean {
+                return Ok(r);
+            }
+        }
+        Ok(Finding::Clean)
+    }
+
+    /// A yC-encrypted executable, decrypted in memory (within the object
+    /// and total limits) and scanned as the file the stub rebuilds.
+    fn yc(&mut self, spool: &mut Spool, size: u64, pe: &pe_headers::Headers, depth: usize) -> Scan {
+        let io = |e: std::io::Error| format!("scan spool: {e}");
+        let Some(&last) = pe.sections.last() else {
+            return Ok(Finding::Clean);
+        };
+        let mut ep = [0u8; yc::EP_READ];
+        let at = last.raw as u64 + yc::EP_IN_SECTION as u64;
+        spool.seek(SeekFrom::Start(at)).map_err(io)?;
+        let n = unpack::read_full(spool, &mut ep).map_err(io)?;
+        let Some(stub) = yc::stub(&ep[..n], last.raw) else {
+            return Ok(Finding::Clean);
+        };
+        if let Some(limit) = self.declared(size) {
+            return Ok(limit);
+        }
+        let mut file = vec![0u8; size as usize];
+        spool.seek(SeekFrom::Start(0)).map_err(io)?;
+        let n = unpack::read_full(spool, &mut file).map_err(io)?;
+        file.truncate(n);
+        match yc::decrypt(&mut file, pe, stub) {
+            Some(len) => self.entry(&file[..len.min(file.len())], depth),
+            None => Ok(Finding::Clean),
+        }
+    }
+
+    /// A PESpin-protected executable, decrypted in memory (within the
+    /// object and total limits); each section is scanned, those PESpin
+    /// compressed expanded to their virtual size (counted against the
+    /// limits first). PESpin's partly compressed resources are scanned as
+    /// they are.
+    fn pespin(
+        &mut self,
+        spool: &mut Spool,
+        size: u64,
+        pe: &pe_headers::Headers,
+        depth: usize,
+    ) -> Scan {
+        let io = |e: std::io::Error| format!("scan spool: {e}");
+        let Some(&last) = pe.sections.last() else {
+            return Ok(Finding::Clean);
+        };
+        if !last.holds(pe.entry) {
+            return Ok(Finding::Clean);
+        }
+        let ep = last.raw as u64 + (pe.entry - last.rva) as u64;
+        let mut stub = [0u8; pespin::EP_READ];
+        spool.seek(SeekFrom::Start(ep)).map_err(io)?;
+        let n = unpack::read_full(spool, &mut stub).map_err(io)?;
+        if !pespin::is_stub(&stub[..n]) {
+            return Ok(Finding::Clean);
+        }
+        if let Some(limit) = self.declared(size) {
+            return Ok(limit);
+        }
+        let mut file = vec![0u8; size as usize];
+        spool.seek(SeekFrom::Start(0)).map_err(io)?;
+        let n = unpack::read_full(spool, &mut file).map_err(io)?;
+        file.truncate(n);
+        let Some(sections) = pespin::decrypt(&mut file, pe, ep as usize) else {
+            return Ok(Finding::Clean);
+        };
+        for s in sections {
+            let start = (s.section.raw as usize).min(file.len());
+            let end = start
+                .saturating_add(s.section.raw_size as usize)
+                .min(file.len());
+            let raw = &file[start..end];
+            let r = if s.compressed {
+                if let Some(limit) = self.declared(s.section.vsize as u64) {
+                    return Ok(limit);
+                }
+                let data = pespin::aplib(raw, s.section.vsize as usize);
+                self.unpacked_section(&data, depth)?
+            } else if raw.is_empty() {
+                Finding::Clean
+            } else {
+                self.unpacked_section(raw, depth)?
+            };
+            if r != Finding::Clean {
+                return Ok(r);
+            }
+        }
+        Ok(Finding::Clean)
+    }
+
+    /// A section a packer hid, scanned as an entry, then from the first zip
+    /// local header in it on: a self-extracting archive's zip, found in the
+    /// unpacked data as ClamAV finds it in any executable.
+    fn unpacked_section(&mut self, data: &[u8], depth: usize) -> Scan {
+        let r = self.entry(data, depth)?;
+        if r != Finding::Clean {
+            return Ok(r);
+        }
+        match unpack::find(data.get(1..).unwrap_or_default(), b"PK\x03\x04") {
+            Some(at) => self.entry(&data[at + 1..], depth),
+            None => Ok(Finding::Clean),
+        }
     }
 
     /// UPX's packed data, found by its pack header in the PE headers and
