@@ -169,13 +169,12 @@ impl Aplib {
                     self.copy(image, last, len)?;
                 } else {
                     let off = (high - 1).checked_mul(256)? | u32::from(self.byte(image)?);
-                    let len = self.gamma(image)?
-                        + match off {
-                            0x7d00.. => 2,
-                            0x500.. => 1,
-                            0x80.. => 0,
-                            _ => 2,
-                        };
+                    let len = self.gamma(image)?.checked_add(match off {
+                        0x7d00.. => 2,
+                        0x500.. => 1,
+                        0x80.. => 0,
+                        _ => 2,
+                    })?;
                     last = off;
                     self.copy(image, off, len)?;
                 }

@@ -1993,7 +1993,7 @@ fn upack_packed_executable() {
     assert!(!pe.windows(EICAR.len()).any(|w| w == EICAR));
     assert_eq!(scan(&with_attachment(&pe), lim), infected());
     // Truncated: the stream ends early, what was decoded is scanned.
-    for cut in [0x2b0 + packed.len() / 2, 0x2b0, 0x205] {
+    for cut in [0x2b0 + packed.len() / 2, 0x2b0, 0x20b, 0x205] {
         assert_eq!(scan(&with_attachment(&pe[..cut]), lim), Finding::Clean);
     }
     // An output bound past the image: not taken for Upack's.

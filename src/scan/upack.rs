@@ -87,13 +87,13 @@ pub fn find(head: &[u8], file: &mut (impl Read + Seek)) -> std::io::Result<Optio
         return Ok(None);
     };
     let entry = layout.read(file, layout.entry, ENTRY.len() + 1)?;
-    if !matches(&entry, &ENTRY) {
+    let Some(&jump) = entry.get(ENTRY.len()).filter(|_| matches(&entry, &ENTRY)) else {
         return Ok(None);
-    }
+    };
     let target = layout
         .entry
         .wrapping_add(ENTRY.len() as u32 + 1)
-        .wrapping_add(entry[ENTRY.len()] as i8 as u32);
+        .wrapping_add(jump as i8 as u32);
     let copy = layout.read(file, target, COPY.len())?;
     if !matches(&copy, &COPY) {
         return Ok(None);
@@ -142,7 +142,9 @@ pub fn plan(image: &[u8], up: &Upack) -> Option<Plan> {
         .filter(|(_, w)| *w == TO_DECODER)
         .find_map(|(at, _)| {
             let jump = at + TO_DECODER.len();
-            let decoder = (jump as u32 + 4).wrapping_add(u32_at(image, jump)?) as usize;
+            let decoder = (jump as u32)
+                .wrapping_add(4)
+                .wrapping_add(u32_at(image, jump)?) as usize;
             let head = image.get(decoder..)?;
             let head = &head[..head.len().min(DECODER_HEAD)];
             let shr = head.windows(3).find(|w| w[..2] == [0xc1, 0xed])?;

@@ -799,9 +799,9 @@ impl<'a> Walker<'a> {
         }
     }
 
-    /// A Windows executable: the code and data UPX packed, then an NSIS
-    /// or InstallShield installer's files, then a compiled AutoIt script's
-    /// files. Other executables have nothing pimail unpacks (their own
+    /// A Windows executable: the code and data UPX, MEW or Upack packed,
+    /// then an NSIS or InstallShield installer's files, then a compiled
+    /// AutoIt script's files. Other executables have nothing pimail unpacks (their own
     /// bytes were matched as they are).
     fn pe(&mut self, mut spool: Spool, depth: usize) -> Scan {
         let io = |e: std::io::Error| format!("scan spool: {e}");
