@@ -18,7 +18,8 @@ EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 # but encryption, gzip, bzip2, tar, SZDD, BinHex, RTF objects, attached
 # messages, 7z, OLE2 streams and PowerPoint embedded objects, cabinets,
 # HTML data: URIs, CHM, ARJ, SIS, UPX, NSIS, InstallShield, compiled AutoIt
-# scripts, WWPack32, yC, PESpin); the rest need unpackers pimail does not
+# scripts, the PE packers ASPack, MEW, Petite, PESpin, Upack, WWPack32 and
+# yC); the rest need unpackers pimail does not
 # have (other PE packers, PDF, TNEF...).
 IN_SCOPE = {"clam.exe", "clam.zip", "eicar.com", "clam.bz2.zip", "clam.d64.zip", "clam.impl.zip",
             "clam.exe.bz2", "clam.tar.gz", "clam_cache_emax.tgz", "clam.exe.szdd", "clam.exe.binhex",
@@ -26,7 +27,8 @@ IN_SCOPE = {"clam.exe", "clam.zip", "eicar.com", "clam.bz2.zip", "clam.d64.zip",
             "clam.7z", "clam.ole.doc", "clam.ppt", "clam-upx.exe", "clam-nsis.exe",
             "clam.exe.html", "clam.chm", "clam.arj", "clam.sis", "clam.cab",
             "clam_IScab_ext.exe", "clam_IScab_int.exe", "clam_ISmsi_ext.exe", "clam_ISmsi_int.exe",
-            "clam.ea05.exe", "clam.ea06.exe", "clam-wwpack.exe", "clam-yc.exe", "clam-pespin.exe"}
+            "clam.ea05.exe", "clam.ea06.exe", "clam-wwpack.exe", "clam-yc.exe", "clam-pespin.exe",
+            "clam-aspack.exe", "clam-petite.exe", "clam-mew.exe", "clam-upack.exe"}
 rng = random.Random(7)
 
 
