@@ -42,7 +42,6 @@ mod mew;
 mod nsis;
 mod object;
 mod ole2;
-mod pe_headers;
 mod pe_image;
 mod peimage;
 mod pespin;

@@ -1,6 +1,6 @@
 //! A 32-bit PE file's headers and its image as the Windows loader maps
-//! it, for the unpackers of packers that decompress in place in memory
-//! (ASPack, Petite): their stubs address everything by RVA.
+//! it, for the unpackers of packers whose stubs address everything by RVA
+//! (ASPack, Petite, WWPack32, yC, PESpin).
 //!
 //! Only what they need is read (PE/COFF: the file header, the optional
 //! header's entry point, image base and size, the section table).
@@ -10,15 +10,34 @@ use std::io::{Read, Seek, SeekFrom};
 /// One section table entry (PE/COFF section 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Section {
+    pub name: [u8; 8],
     pub rva: u32,
     pub vsize: u32,
-    pub raw_at: u32,
+    /// File offset of the raw data.
+    pub raw: u32,
     pub raw_size: u32,
+}
+
+impl Section {
+    /// Whether `rva` lies in the section as mapped (its virtual size, or
+    /// its raw size if the linker left the virtual size 0).
+    pub fn holds(&self, rva: u32) -> bool {
+        let len = if self.vsize == 0 {
+            self.raw_size
+        } else {
+            self.vsize
+        };
+        rva >= self.rva && rva - self.rva < len
+    }
 }
 
 /// The headers' fields the unpackers use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Headers {
+    /// Offset of `PE\0\0`.
+    pub nt: usize,
+    /// Offset of the first section header.
+    pub table: usize,
     pub entry: u32,
     pub image_base: u32,
     pub image_size: u32,
@@ -43,6 +62,9 @@ pub fn u32_at(b: &[u8], at: usize) -> Option<u32> {
 /// The headers in `head` (the file's first bytes) of a PE32 image; None
 /// for anything else (PE32+, a damaged or truncated table).
 pub fn headers(head: &[u8]) -> Option<Headers> {
+    if !head.starts_with(b"MZ") {
+        return None;
+    }
     let pe = u32_at(head, 0x3c)? as usize;
     if head.get(pe..pe.checked_add(4)?)? != b"PE\0\0" {
         return None;
@@ -57,15 +79,20 @@ pub fn headers(head: &[u8]) -> Option<Headers> {
     let sections = (0..count)
         .map(|s| {
             let at = table + 40 * s;
+            let mut name = [0u8; 8];
+            name.copy_from_slice(head.get(at..at.checked_add(8)?)?);
             Some(Section {
+                name,
                 vsize: u32_at(head, at + 8)?,
                 rva: u32_at(head, at + 12)?,
                 raw_size: u32_at(head, at + 16)?,
-                raw_at: u32_at(head, at + 20)?,
+                raw: u32_at(head, at + 20)?,
             })
         })
         .collect::<Option<Vec<_>>>()?;
     Some(Headers {
+        nt: pe,
+        table,
         entry: u32_at(head, optional + 16)?,
         image_base: u32_at(head, optional + 28)?,
         image_size: u32_at(head, optional + 56)?,
@@ -85,7 +112,16 @@ impl Headers {
     pub fn file_offset(&self, rva: u32) -> Option<u64> {
         let s = self.section_of(rva)?;
         let into = rva - s.rva;
-        (into < s.raw_size).then(|| s.raw_at as u64 + into as u64)
+        (into < s.raw_size).then(|| s.raw as u64 + into as u64)
+    }
+
+    /// The file offset of `rva` and how many bytes of its section's raw
+    /// data follow it there (the section found by [`Section::holds`]).
+    pub fn raw_of(&self, rva: u32) -> Option<(u64, u32)> {
+        let s = self.sections.iter().find(|s| s.holds(rva))?;
+        let into = rva - s.rva;
+        let left = s.raw_size.checked_sub(into)?;
+        Some((s.raw as u64 + into as u64, left))
     }
 
     /// The lowest section address: where the image's sections start (the
@@ -113,7 +149,7 @@ pub fn map(file: &mut (impl Read + Seek), h: &Headers) -> std::io::Result<Vec<u8
     for s in &h.sections {
         let start = (s.rva as usize).min(image.len());
         let len = (s.raw_size as usize).min(image.len() - start);
-        let data = read_at(file, s.raw_at as u64, len)?;
+        let data = read_at(file, s.raw as u64, len)?;
         image[start..start + data.len()].copy_from_slice(&data);
     }
     Ok(image)

@@ -25,7 +25,7 @@
 //! facts come from reading the stub and ClamAV's description of it; the
 //! code is pimail's own.
 
-use super::pe_headers::{Headers, Section, u32_at};
+use super::peimage::{Headers, Section, u32_at};
 use super::yc::{self, Op};
 
 /// How many bytes from the entry point [`is_stub`] looks at.
@@ -558,7 +558,7 @@ pub mod tests {
     fn undoes_every_layer() {
         let data: Vec<u8> = (0..1500u32).map(|i| (i * 11 % 256) as u8).collect();
         let mut file = sample(&data, 0x1000);
-        let pe = crate::scan::pe_headers::parse(&file).unwrap();
+        let pe = crate::scan::peimage::headers(&file).unwrap();
         let ep = pe.sections[1].raw as usize + 0x10;
         let sections = decrypt(&mut file, &pe, ep).unwrap();
         assert_eq!(sections.len(), 1);

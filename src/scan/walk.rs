@@ -20,8 +20,8 @@ use super::pe_image::{self, Layout};
 use super::sevenz;
 use super::unpack::{self, Container};
 use super::{
-    arj, aspack, autoit, chm, ishield, mew, nsis, pe_headers, peimage, pespin, petite, sis, upack,
-    upx, wwpack, yc,
+    arj, aspack, autoit, chm, ishield, mew, nsis, peimage, pespin, petite, sis, upack, upx, wwpack,
+    yc,
 };
 use crate::message::{MessageMeta, Part};
 use crate::store::CHUNK_SIZE;
@@ -903,7 +903,7 @@ impl<'a> Walker<'a> {
         spool.seek(SeekFrom::Start(0)).map_err(io)?;
         let n = unpack::read_full(spool, &mut head).map_err(io)?;
         head.truncate(n);
-        let Some(pe) = pe_headers::parse(&head) else {
+        let Some(pe) = peimage::headers(&head) else {
             return Ok(Finding::Clean);
         };
         drop(head);
@@ -943,7 +943,7 @@ impl<'a> Walker<'a> {
 
     /// A yC-encrypted executable, decrypted in memory (within the object
     /// and total limits) and scanned as the file the stub rebuilds.
-    fn yc(&mut self, spool: &mut Spool, size: u64, pe: &pe_headers::Headers, depth: usize) -> Scan {
+    fn yc(&mut self, spool: &mut Spool, size: u64, pe: &peimage::Headers, depth: usize) -> Scan {
         let io = |e: std::io::Error| format!("scan spool: {e}");
         let Some(&last) = pe.sections.last() else {
             return Ok(Finding::Clean);
@@ -977,7 +977,7 @@ impl<'a> Walker<'a> {
         &mut self,
         spool: &mut Spool,
         size: u64,
-        pe: &pe_headers::Headers,
+        pe: &peimage::Headers,
         depth: usize,
     ) -> Scan {
         let io = |e: std::io::Error| format!("scan spool: {e}");

@@ -21,7 +21,7 @@
 //! block. These facts come from reading the stub and ClamAV's description
 //! of it; the code is pimail's own.
 
-use super::pe_headers::{Headers, u32_at};
+use super::peimage::{Headers, u32_at};
 
 /// The stub's first bytes and the self-locating code at 0x68.
 const STUB_START: &[u8] = &[0x53, 0x55, 0x8b, 0xe8, 0x33, 0xdb, 0xeb];
@@ -410,7 +410,7 @@ pub mod tests {
     #[test]
     fn blocks_are_found_by_the_stub() {
         let pe = sample(b"hello hello hello", 0x1000);
-        let headers = crate::scan::pe_headers::parse(&pe).unwrap();
+        let headers = crate::scan::peimage::headers(&pe).unwrap();
         let last = headers.sections[1];
         let stub = &pe[last.raw as usize..];
         let found = blocks(&headers, stub);

@@ -19,7 +19,7 @@
 //! the offsets 0x93, 0xc6 and 0x457) come from reading the stub and
 //! ClamAV's description of it; the code is pimail's own.
 
-use super::pe_headers::{Headers, u32_at};
+use super::peimage::{Headers, u32_at};
 
 /// How many bytes from the entry point [`stub`] looks at.
 pub const EP_READ: usize = 0x80;
@@ -356,7 +356,7 @@ pub mod tests {
     fn decrypts_both_layers_and_rebuilds_the_headers() {
         let data: Vec<u8> = (0..1000u32).map(|i| (i * 13 % 256) as u8).collect();
         let mut file = sample(&data, 0x1000);
-        let pe = crate::scan::pe_headers::parse(&file).unwrap();
+        let pe = crate::scan::peimage::headers(&file).unwrap();
         let last = *pe.sections.last().unwrap();
         let ep = &file[last.raw as usize + 0x60..][..EP_READ];
         let stub = stub(ep, last.raw).unwrap();
@@ -369,7 +369,7 @@ pub mod tests {
         );
         let len = decrypt(&mut file, &pe, stub).unwrap();
         assert_eq!(&file[0x400..0x400 + data.len()], &data[..]);
-        let rebuilt = crate::scan::pe_headers::parse(&file[..len]).unwrap();
+        let rebuilt = crate::scan::peimage::headers(&file[..len]).unwrap();
         assert_eq!(rebuilt.sections.len(), 1);
         assert_eq!(rebuilt.entry, 0x1000);
         // A length outside what yC generates, or another stub: not yC.
