@@ -806,19 +806,23 @@ impl<'a> Walker<'a> {
     fn pe(&mut self, mut spool: Spool, depth: usize) -> Scan {
         let io = |e: std::io::Error| format!("scan spool: {e}");
         let size = spool.seek(SeekFrom::End(0)).map_err(io)?;
-        let r = self.upx(&mut spool, size, depth)?;
+        // The headers every packer check starts from, read once.
+        let head = peimage::read_at(&mut spool, 0, UPX_HEADERS as usize).map_err(io)?;
+        let r = self.upx(&mut spool, &head, size, depth)?;
         if r != Finding::Clean {
             return Ok(r);
         }
-        let r = self.aspack_petite(&mut spool, depth)?;
+        let r = self.aspack_petite(&mut spool, &head, depth)?;
         if r != Finding::Clean {
             return Ok(r);
         }
-        let r = self.mew_upack(&mut spool, size, depth)?;
+        let r = self.mew_upack(&mut spool, &head, depth)?;
         if r != Finding::Clean {
             return Ok(r);
         }
-        let r = self.packed(&mut spool, size, depth)?;
+        let pe_headers = &head[..head.len().min(PE_HEADERS as usize)];
+        let r = self.packed(&mut spool, pe_headers, size, depth)?;
+        drop(head);
         if r != Finding::Clean {
             return Ok(r);
         }
@@ -897,16 +901,11 @@ impl<'a> Walker<'a> {
     /// The packers recognised by their stub at the entry point: WWPack32
     /// (wwpack.rs), yC (yc.rs), PESpin (pespin.rs). Only the PE headers and the entry point's
     /// bytes are read unless the stub matches.
-    fn packed(&mut self, spool: &mut Spool, size: u64, depth: usize) -> Scan {
+    fn packed(&mut self, spool: &mut Spool, head: &[u8], size: u64, depth: usize) -> Scan {
         let io = |e: std::io::Error| format!("scan spool: {e}");
-        let mut head = vec![0u8; size.min(PE_HEADERS) as usize];
-        spool.seek(SeekFrom::Start(0)).map_err(io)?;
-        let n = unpack::read_full(spool, &mut head).map_err(io)?;
-        head.truncate(n);
-        let Some(pe) = peimage::headers(&head) else {
+        let Some(pe) = peimage::headers(head) else {
             return Ok(Finding::Clean);
         };
-        drop(head);
         let Some(&last) = pe.sections.last() else {
             return Ok(Finding::Clean);
         };
@@ -1045,32 +1044,19 @@ impl<'a> Walker<'a> {
     /// UPX's packed data, found by its pack header in the PE headers and
     /// decompressed within the object and total limits (checked on the
     /// declared size before anything is allocated).
-    fn upx(&mut self, spool: &mut Spool, size: u64, depth: usize) -> Scan {
+    fn upx(&mut self, spool: &mut Spool, head: &[u8], size: u64, depth: usize) -> Scan {
         let io = |e: std::io::Error| format!("scan spool: {e}");
-        let mut head = vec![0u8; size.min(UPX_HEADERS) as usize];
-        spool.seek(SeekFrom::Start(0)).map_err(io)?;
-        let n = unpack::read_full(spool, &mut head).map_err(io)?;
-        head.truncate(n);
-        let found = upx::find(&head, |at, len| {
+        let found = upx::find(head, |at, len| {
             // At most what the file holds: the length is the header's word.
             let len = (len as u64).min(size.saturating_sub(at as u64));
-            let mut data = vec![0u8; len as usize];
-            spool.seek(SeekFrom::Start(at as u64))?;
-            let n = unpack::read_full(spool, &mut data)?;
-            data.truncate(n);
-            Ok(data)
+            peimage::read_at(spool, at as u64, len as usize)
         })
         .map_err(io)?;
-        drop(head);
         let Some((header, packed)) = found else {
             return Ok(Finding::Clean);
         };
-        let u_len = header.u_len as u64;
-        if u_len > self.limits.max_object_size {
-            return Ok(Finding::Limit(LIMIT_OBJECT.into()));
-        }
-        if self.total.saturating_add(u_len) > self.limits.max_total_size {
-            return Ok(Finding::Limit(LIMIT_TOTAL.into()));
+        if let Some(limit) = self.declared(header.u_len as u64) {
+            return Ok(limit);
         }
         match header.method {
             upx::Method::Nrv(kind, width) => {
@@ -1085,7 +1071,7 @@ impl<'a> Walker<'a> {
                 self.autoit(&mut std::io::Cursor::new(&image[..]), len, depth)
             }
             upx::Method::Lzma => match upx::lzma(&packed, header.u_len) {
-                Some(r) => self.entry(r.take(u_len), depth),
+                Some(r) => self.entry(r.take(header.u_len as u64), depth),
                 None => Ok(Finding::Clean),
             },
         }
@@ -1096,13 +1082,11 @@ impl<'a> Walker<'a> {
     /// maps it (its declared size checked against the object and total
     /// limits before it is allocated), then scanned from the first
     /// section on.
-    fn aspack_petite(&mut self, spool: &mut Spool, depth: usize) -> Scan {
+    fn aspack_petite(&mut self, spool: &mut Spool, head: &[u8], depth: usize) -> Scan {
         let io = |e: std::io::Error| format!("scan spool: {e}");
-        let head = peimage::read_at(spool, 0, UPX_HEADERS as usize).map_err(io)?;
-        let Some(h) = peimage::headers(&head) else {
+        let Some(h) = peimage::headers(head) else {
             return Ok(Finding::Clean);
         };
-        drop(head);
         let Some(at) = h.file_offset(h.entry) else {
             return Ok(Finding::Clean);
         };
@@ -1144,16 +1128,12 @@ impl<'a> Walker<'a> {
     /// whole (the stubs' back references reach anywhere in it): its
     /// declared size counts against the object and total limits before
     /// allocating.
-    fn mew_upack(&mut self, spool: &mut Spool, size: u64, depth: usize) -> Scan {
+    fn mew_upack(&mut self, spool: &mut Spool, head: &[u8], depth: usize) -> Scan {
         let io = |e: std::io::Error| format!("scan spool: {e}");
-        let mut head = vec![0u8; size.min(UPX_HEADERS) as usize];
-        spool.seek(SeekFrom::Start(0)).map_err(io)?;
-        let n = unpack::read_full(spool, &mut head).map_err(io)?;
-        head.truncate(n);
-        let mew = mew::find(&head, spool).map_err(io)?;
+        let mew = mew::find(head, spool).map_err(io)?;
         let upack = match mew {
             Some(_) => None,
-            None => upack::find(&head, spool).map_err(io)?,
+            None => upack::find(head, spool).map_err(io)?,
         };
         let layout: &Layout = match (&mew, &upack) {
             (Some(m), _) => &m.layout,
