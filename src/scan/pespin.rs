@@ -434,25 +434,7 @@ pub mod tests {
 
     /// What `code` decrypts: its operations undone in reverse order.
     fn encrypt(code: &[u8], data: &mut [u8], ecx: u32) {
-        let inverse: Vec<Op> = ops(code)
-            .unwrap()
-            .into_iter()
-            .rev()
-            .map(|op| match op {
-                Op::AddCl => Op::SubCl,
-                Op::SubCl => Op::AddCl,
-                Op::Add(n) => Op::Sub(n),
-                Op::Sub(n) => Op::Add(n),
-                Op::Dec => Op::Inc,
-                Op::Inc => Op::Dec,
-                Op::Rol(n) => Op::Ror(n),
-                Op::Ror(n) => Op::Rol(n),
-                Op::RolCl => Op::RorCl,
-                Op::RorCl => Op::RolCl,
-                xor => xor,
-            })
-            .collect();
-        yc::run(&inverse, data, ecx);
+        yc::run(&yc::tests::inverse(ops(code).unwrap()), data, ecx);
     }
 
     fn put(b: &mut [u8], at: usize, v: u32) {

@@ -275,11 +275,10 @@ pub mod tests {
         code
     }
 
-    /// What the loop `code` decrypts: its operations undone in reverse.
-    fn encrypt(code: &[u8], data: &mut [u8], ecx: u32) {
-        let inverse: Vec<Op> = ops(code)
-            .unwrap()
-            .into_iter()
+    /// Operations that undo `ops` (decryption loops read by [`ops`] or
+    /// PESpin's), for the tests' encrypters.
+    pub fn inverse(ops: Vec<Op>) -> Vec<Op> {
+        ops.into_iter()
             .rev()
             .map(|op| match op {
                 Op::AddCl => Op::SubCl,
@@ -294,8 +293,12 @@ pub mod tests {
                 Op::RorCl => Op::RolCl,
                 xor => xor,
             })
-            .collect();
-        run(&inverse, data, ecx);
+            .collect()
+    }
+
+    /// What the loop `code` decrypts: its operations undone in reverse.
+    fn encrypt(code: &[u8], data: &mut [u8], ecx: u32) {
+        run(&inverse(ops(code).unwrap()), data, ecx);
     }
 
     /// A minimal yC 1.3-encrypted PE: `.text` holding `data` encrypted by
